@@ -1,0 +1,17 @@
+"""Rule `probe`: evaluate every probe variant of one trained run (snakemake object in scope)."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+import torch
+
+from layerprobe import checkpoints, datasets, study, tables
+from layerprobe.config import model_factory, run_columns
+
+torch.set_num_threads(snakemake.threads)
+run = snakemake.params.run
+data = datasets.load(snakemake.input.data)
+results = study.probe_run(model_factory(run, data), checkpoints.load_all(snakemake.input.manifest), data,
+                          snakemake.params.probes, run_columns(run))
+for name, table in results.items():
+    tables.write_csv(table, snakemake.output[name])

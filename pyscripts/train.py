@@ -1,0 +1,18 @@
+"""Rule `train`: train one run, checkpointing the configured epochs (snakemake object in scope)."""
+import sys
+from pathlib import Path
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+import torch
+
+from layerprobe import datasets, tables, train
+from layerprobe.config import model_factory
+
+torch.set_num_threads(snakemake.threads)
+run = {**snakemake.params.run, "name": snakemake.wildcards.run}
+data = datasets.load(snakemake.input.data)
+log = train.train(model_factory(run, data), data, run["train"], run["seed"],
+                  checkpoint_dir=Path(snakemake.output.manifest).parent, save_epochs=run["checkpoints"],
+                  meta={"run": run["name"], "model": run["model"], "dataset": run["dataset"]})
+tables.write_csv(tables.frame(log, list(log[0])), snakemake.output.log)

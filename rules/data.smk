@@ -1,0 +1,16 @@
+# Datasets as tensors, written once; every run on the dataset reads the same file.
+
+
+rule data:
+    output:
+        "results/data/{dataset}.pt",
+    params:
+        settings=lambda wildcards: config["datasets"][wildcards.dataset],
+    log:
+        "logs/data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}.tsv"
+    conda:
+        "../envs/layerprobe.yaml"
+    script:
+        "../pyscripts/prepare_data.py"

@@ -1,0 +1,45 @@
+# Figures, drawn from the aggregated tables alone; the PNGs go into the report.
+
+
+rule robustness_figure:
+    input:
+        "results/tables/robustness.csv",
+    output:
+        png=report(
+            "results/figures/{run}/robustness_{split}.png",
+            caption="../report/robustness.rst",
+            category="Robustness",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "{split} error"},
+        ),
+        pdf="results/figures/{run}/robustness_{split}.pdf",
+    log:
+        "logs/figures/{run}/robustness_{split}.log",
+    benchmark:
+        "results/benchmarks/figures/{run}/robustness_{split}.tsv"
+    conda:
+        "../envs/layerprobe.yaml"
+    script:
+        "../pyscripts/robustness_figure.py"
+
+
+rule distance_figure:
+    input:
+        "results/tables/distances.csv",
+    output:
+        png=report(
+            "results/figures/{run}/distance_{measure}.png",
+            caption="../report/distances.rst",
+            category="Distances",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "{measure}"},
+        ),
+        pdf="results/figures/{run}/distance_{measure}.pdf",
+    log:
+        "logs/figures/{run}/distance_{measure}.log",
+    benchmark:
+        "results/benchmarks/figures/{run}/distance_{measure}.tsv"
+    conda:
+        "../envs/layerprobe.yaml"
+    script:
+        "../pyscripts/distance_figure.py"

@@ -1,0 +1,23 @@
+# Probes: every variant of one trained run evaluated, written as that run's tidy tables.
+
+
+rule probe:
+    input:
+        data=lambda wildcards: f"results/data/{RUNS[wildcards.run]['dataset']}.pt",
+        manifest=rules.train.output.manifest,
+    output:
+        robustness="results/runs/{run}/probes/robustness.csv",
+        distances="results/runs/{run}/probes/distances.csv",
+        inventory="results/runs/{run}/probes/inventory.csv",
+    params:
+        run=lambda wildcards: RUNS[wildcards.run],
+        probes=config["probes"],
+    threads: 2
+    log:
+        "logs/probe/{run}.log",
+    benchmark:
+        "results/benchmarks/probe/{run}.tsv"
+    conda:
+        "../envs/layerprobe.yaml"
+    script:
+        "../pyscripts/probe.py"

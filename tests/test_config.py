@@ -1,0 +1,60 @@
+"""The config schema: defaults filled, and every kind of bad input named before any work."""
+import pytest
+
+from layerprobe.config import ConfigError, validate
+
+from conftest import SCHEMA
+
+
+def error_of(config) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate(config, SCHEMA)
+    return str(info.value)
+
+
+def test_default_config_is_valid_and_complete(raw_config):
+    config = validate(raw_config, SCHEMA)
+    assert [r["name"] for r in config["runs"]] == ["fcn-3x256", "vgg-small"]
+    assert config["probes"]["rerandomize"]["draws"] >= 2
+
+
+def test_missing_keys_take_schema_defaults():
+    config = validate({"runs": [{"name": "r", "dataset": "digits", "model": {"name": "fcn"}, "checkpoints": [5]}]}, SCHEMA)
+    run = config["runs"][0]
+    assert run["model"] == {"name": "fcn", "depth": 3, "width": 256}
+    assert run["train"]["epochs"] == 100 and run["train"]["lr_milestones"] == [50, 75]
+    assert run["seed"] == 0
+    assert config["probes"]["splits"] == ["test", "train"]
+    assert config["probes"]["bn_stats"] == "same_source"
+    assert config["datasets"]["digits"]["test_fraction"] == 0.25
+    assert config["categories"]["robust_max_increase"] == 0.02
+
+
+def test_validation_does_not_modify_its_input(raw_config):
+    before = repr(raw_config)
+    validate(raw_config, SCHEMA)
+    assert repr(raw_config) == before
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda c: c.update(prob={}), ["(top level)", "'prob' was unexpected"]),
+    (lambda c: c["runs"][0]["train"].update(lrr=0.1), ["runs[0].train", "'lrr' was unexpected"]),
+    (lambda c: c["runs"][0]["train"].update(lr="fast"), ["runs[0].train.lr", "not of type 'number'"]),
+    (lambda c: c["runs"][1].update(dataset="mnist"), ["runs[1].dataset", "'mnist' is not one of ['digits']"]),
+    (lambda c: c["runs"][0]["model"].update(name="resnet"), ["runs[0].model.name", "'resnet'", "fcn", "vgg"]),
+    (lambda c: c["runs"][0]["model"].update(widht=3), ["runs[0].model", "'widht' was unexpected"]),
+    (lambda c: c["runs"][0].update(checkpoints=[]), ["runs[0].checkpoints", "should be non-empty"]),
+    (lambda c: c["runs"][0].update(checkpoints=[0, 101]), ["runs[0].checkpoints", "[101]", "0..100"]),
+    (lambda c: c["runs"][0]["train"].update(lr_milestones=[150]), ["runs[0].train.lr_milestones", "[150]"]),
+    (lambda c: c["runs"][1].update(name="fcn-3x256"), ["runs[1].name", "used twice"]),
+    (lambda c: c["runs"][0].update(name="../escape"), ["runs[0].name", "does not match"]),
+    (lambda c: c["probes"].update(bn_stats="fresh"), ["probes.bn_stats", "'fresh' is not one of"]),
+    (lambda c: c["probes"]["rerandomize"].update(draws=0), ["probes.rerandomize.draws", "minimum of 1"]),
+    (lambda c: c["probes"].update(splits=["val"]), ["probes.splits[0]", "'val' is not one of"]),
+    (lambda c: c.pop("runs"), ["'runs' is a required property"]),
+])
+def test_bad_config_names_the_key(raw_config, edit, expected):
+    edit(raw_config)
+    message = error_of(raw_config)
+    for fragment in expected:
+        assert fragment in message, message
