@@ -11,9 +11,10 @@ min_version("8.0")
 configfile: "config.yaml"
 
 
-# The rules and their script jobs use the library of this checkout, installed or not.
+# The Snakefile and every script job (local, conda or cluster) use the library of this checkout,
+# installed or not; the variable is set here, never required from the user.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.getenv("PYTHONPATH")])))
 
 import layerprobe.config
 

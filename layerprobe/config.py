@@ -76,13 +76,6 @@ def load(path: str | Path, schema_path: str | Path) -> dict:
     return validate(yaml.safe_load(Path(path).read_text()) or {}, schema_path)
 
 
-def run_named(config: dict, name: str) -> dict:
-    for run in config["runs"]:
-        if run["name"] == name:
-            return run
-    raise ConfigError(f"no run named {name!r}; runs: {', '.join(r['name'] for r in config['runs'])}")
-
-
 def model_factory(run: dict, data: Splits) -> Callable[[], nn.Module]:
     return lambda: models.build(run["model"], data.input_shape, data.num_classes)
 

@@ -54,13 +54,6 @@ def inventory(model: nn.Module) -> list[Unit]:
     return units
 
 
-def find(units: list[Unit], name: str) -> Unit:
-    for unit in units:
-        if unit.name == name:
-            return unit
-    raise KeyError(f"unknown unit {name!r}; units: {', '.join(u.name for u in units)}")
-
-
 def flat_params(state: dict[str, torch.Tensor], unit: Unit) -> torch.Tensor:
     """The unit's parameters as one float64 vector (weights and biases together)."""
     return torch.cat([state[k].detach().reshape(-1).double() for k in unit.params])

@@ -1,0 +1,132 @@
+"""The Snakemake workflow end to end on a tiny config, in a temporary folder.
+
+One real run produces the tables, figures and report; dry runs after config edits check that
+Snakemake reruns exactly the stale rules.
+"""
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from layerprobe import tables
+
+from conftest import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
+
+TINY = {
+    "runs": [
+        {"name": "fcn", "dataset": "digits", "model": {"name": "fcn", "depth": 1, "width": 16},
+         "train": {"epochs": 3, "batch_size": 64, "lr": 0.05, "lr_milestones": [2]}, "checkpoints": [1]},
+        {"name": "vgg", "dataset": "digits", "model": {"name": "vgg", "stages": [[4]], "fc": [8], "batch_norm": True},
+         "train": {"epochs": 2, "batch_size": 64, "lr": 0.05, "lr_milestones": []}, "checkpoints": [1]},
+    ],
+    "probes": {"rerandomize": {"draws": 2}},
+}
+
+
+def snakemake(folder: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(folder),
+               "--configfile", str(folder / "config.yaml"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job name -> count from a dry run's 'Job stats' table."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    stats = text.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.M)}
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("workflow")
+    result = snakemake(folder, TINY, "--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
+def test_tables_are_complete(workflow):
+    rob = tables.read_csv(workflow / "results/tables/robustness.csv", tables.ROBUSTNESS)
+    assert set(rob["run"]) == {"fcn", "vgg"}
+    fcn = rob[rob["run"] == "fcn"]
+    # 2 units + fullmodel; checkpoints 0, 1, 3; 2 draws; 2 splits
+    assert len(fcn[fcn.probe == "reinit"]) == 3 * 3 * 2 and len(fcn[fcn.probe == "rerandomize"]) == 3 * 2 * 2
+    assert fcn["model"].iloc[0] == "fcn(depth=1,width=16)"
+    final = fcn[(fcn.probe == "reinit") & (fcn.checkpoint == 3) & (fcn.split == "test")]
+    assert final["error"].nunique() == 1 and (final["agreement"] == 1).all()
+
+    units = tables.read_csv(workflow / "results/tables/units.csv", tables.UNITS)
+    assert units["unit"].tolist() == ["layer1", "layer2", "stage1.block1", "fc1", "final_linear"]
+    assert set(units["category"]) <= set(tables.CATEGORIES)
+    dist = tables.read_csv(workflow / "results/tables/distances.csv", tables.DISTANCES)
+    assert len(dist[dist.run == "vgg"]) == 3 * (3 + 2)  # units x (checkpoints + draws)
+
+    log = pd.read_csv(workflow / "results/runs/fcn/train_log.csv")
+    assert log["epoch"].tolist() == [0, 1, 2, 3]
+
+
+def test_figures_logs_and_benchmarks_exist(workflow):
+    for run in ("fcn", "vgg"):
+        for stem in ("robustness_test", "robustness_train", "distance_l2", "distance_linf", "distance_l2_rel_init"):
+            png = workflow / f"results/figures/{run}/{stem}.png"
+            assert png.read_bytes().startswith(b"\x89PNG") and png.with_suffix(".pdf").stat().st_size > 0
+        assert (workflow / f"logs/train/{run}.log").stat().st_size > 0
+        assert (workflow / f"results/benchmarks/probe/{run}.tsv").exists()
+    assert not [p for p in workflow.rglob(".*.tmp*")]
+
+
+def test_report(workflow):
+    result = snakemake(workflow, TINY, "--report", str(workflow / "report.html"))
+    assert result.returncode == 0, result.stderr
+    assert (workflow / "report.html").stat().st_size > 10_000
+
+
+def test_nothing_to_do_when_up_to_date(workflow):
+    assert planned_jobs(snakemake(workflow, TINY, "-n")) == {}
+
+
+def test_probe_change_reruns_probes_aggregation_and_figures_not_training(workflow):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["probes"]["rerandomize"]["draws"] = 3
+    jobs = planned_jobs(snakemake(workflow, config, "-n"))
+    assert jobs.get("probe") == 2 and jobs.get("aggregate") == 1 and jobs.get("robustness_figure") == 4
+    assert "train" not in jobs and "data" not in jobs
+
+
+def test_category_change_reruns_only_aggregation_and_figures(workflow):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["categories"] = {"robust_max_increase": 0.05}
+    jobs = planned_jobs(snakemake(workflow, config, "-n"))
+    assert jobs.get("aggregate") == 1 and not {"train", "probe", "data"} & set(jobs)
+
+
+def test_training_change_retrains_that_run_only(workflow):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["runs"][1]["train"]["lr"] = 0.02
+    jobs = planned_jobs(snakemake(workflow, config, "-n"))
+    assert jobs.get("train") == 1 and jobs.get("probe") == 1 and "data" not in jobs
+
+
+def test_bad_config_stops_before_any_work(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["runs"][0]["train"]["learning_rate"] = 0.1
+    result = snakemake(tmp_path, config, "--cores", "1")
+    assert result.returncode != 0
+    assert "runs[0].train" in result.stderr and "'learning_rate' was unexpected" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"),
+                             "--directory", str(REPO)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
