@@ -58,6 +58,15 @@ def load(path: str | Path, expected_sha256: str | None = None) -> dict:
     return payload
 
 
+def clear(directory: str | Path) -> list[Path]:
+    """Remove the manifest (first: the run stops counting as complete), then every checkpoint."""
+    directory = Path(directory)
+    removed = [p for p in [directory / MANIFEST, *sorted(directory.glob("epoch_*.pt"))] if p.exists()]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
 def write_manifest(directory: str | Path, epochs: list[int], **meta) -> Path:
     directory = Path(directory)
     entries = [{"epoch": e, "file": path_for(directory, e).name, "sha256": sha256(path_for(directory, e))}

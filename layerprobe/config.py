@@ -57,6 +57,8 @@ def validate(config: dict, schema_path: str | Path) -> dict:
 def _cross_checks(config: dict) -> list[str]:
     """What a schema cannot say: unique run names, epochs within each run's training length."""
     messages, seen = [], set()
+    if not any(config["probes"][kind]["enabled"] for kind in ("reinit", "rerandomize")):
+        messages.append("probes: every probe is disabled; enable probes.reinit or probes.rerandomize")
     for i, run in enumerate(config["runs"]):
         if run["name"] in seen:
             messages.append(f"runs[{i}].name: run name {run['name']!r} is used twice")

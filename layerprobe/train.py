@@ -51,9 +51,12 @@ def train(factory: Callable[[], nn.Module], data: Splits, recipe: dict, seed: in
     `recipe` holds epochs, batch_size, lr, momentum, weight_decay, lr_milestones, lr_gamma.
     Raises TrainingDiverged naming the epoch when the loss becomes NaN or infinite; checkpoints
     saved before that stay as they are. The manifest is written only after the last epoch.
+    The folder belongs to this training: checkpoints of an earlier training in it are removed
+    first, so checkpoints of two different trainings never sit side by side.
     """
     epochs = recipe["epochs"]
     save_epochs = checkpoint_epochs(save_epochs, epochs)
+    checkpoints.clear(checkpoint_dir)
     meta = {"seed": seed, **(meta or {})}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -8,7 +8,7 @@ import torch
 from layerprobe import checkpoints, datasets, study, tables
 from layerprobe.config import model_factory, run_columns
 
-torch.set_num_threads(snakemake.threads)
+torch.set_num_threads(snakemake.params.torch_threads)  # fixed by config: it changes the bits
 run = snakemake.params.run
 data = datasets.load(snakemake.input.data)
 results = study.probe_run(model_factory(run, data), checkpoints.load_all(snakemake.input.manifest), data,

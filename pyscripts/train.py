@@ -9,10 +9,11 @@ import torch
 from layerprobe import datasets, tables, train
 from layerprobe.config import model_factory
 
-torch.set_num_threads(snakemake.threads)
+torch.set_num_threads(snakemake.params.torch_threads)  # fixed by config: it changes the bits
 run = {**snakemake.params.run, "name": snakemake.wildcards.run}
 data = datasets.load(snakemake.input.data)
 log = train.train(model_factory(run, data), data, run["train"], run["seed"],
                   checkpoint_dir=Path(snakemake.output.manifest).parent, save_epochs=run["checkpoints"],
-                  meta={"run": run["name"], "model": run["model"], "dataset": run["dataset"]})
+                  meta={"run": run["name"], "model": run["model"], "dataset": run["dataset"],
+                        "torch_threads": snakemake.params.torch_threads})
 tables.write_csv(tables.frame(log, list(log[0])), snakemake.output.log)

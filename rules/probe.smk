@@ -12,7 +12,8 @@ rule probe:
     params:
         run=lambda wildcards: RUNS[wildcards.run],
         probes=config["probes"],
-    threads: 2
+        torch_threads=config["threads"],
+    threads: config["threads"]
     log:
         "logs/probe/{run}.log",
     benchmark:

@@ -12,7 +12,8 @@ rule train:
     params:
         # Everything that shapes the trained weights: a change here retrains (params trigger).
         run=lambda wildcards: {key: RUNS[wildcards.run][key] for key in ("dataset", "seed", "model", "train", "checkpoints")},
-    threads: 2
+        torch_threads=config["threads"],
+    threads: config["threads"]
     log:
         "logs/train/{run}.log",
     benchmark:

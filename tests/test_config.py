@@ -58,3 +58,30 @@ def test_bad_config_names_the_key(raw_config, edit, expected):
     message = error_of(raw_config)
     for fragment in expected:
         assert fragment in message, message
+
+
+def test_all_probes_disabled_is_an_error(raw_config):
+    raw_config["probes"]["reinit"] = {"enabled": False}
+    raw_config["probes"]["rerandomize"]["enabled"] = False
+    assert "every probe is disabled" in error_of(raw_config)
+
+
+def test_every_schema_key_is_typed_described_and_defaulted():
+    import yaml
+
+    def walk(schema, path, required=()):
+        for name, sub in schema.get("properties", {}).items():
+            where = f"{path}.{name}"
+            if "const" in sub:
+                continue
+            assert "description" in sub, f"{where} has no description"
+            assert "type" in sub, f"{where} has no type"
+            assert name in required or "default" in sub, f"{where} is neither required nor defaulted"
+            walk(sub, where, sub.get("required", ()))
+        for part in schema.get("allOf", []):
+            walk(part["then"], path, schema.get("required", ()))
+        if "items" in schema:
+            walk(schema["items"], path + "[]", schema["items"].get("required", ()))
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    walk(schema, "", schema["required"])

@@ -88,3 +88,13 @@ def test_checkpoint_epochs_validation():
     assert train.checkpoint_epochs([3, 1], 5) == [0, 1, 3, 5]
     with pytest.raises(ValueError, match=r"\[7\] lie outside 0..5"):
         train.checkpoint_epochs([7], 5)
+
+
+def test_retraining_replaces_an_earlier_training_wholesale(tmp_path, digits):
+    run = tiny_run()
+    factory = model_factory(run, digits)
+    train.train(factory, digits, run["train"], 0, tmp_path, [1, 3], progress=False)
+    assert (tmp_path / "epoch_3.pt").exists()
+    train.train(factory, digits, run["train"], 1, tmp_path, [2], progress=False)
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_0.pt", "epoch_2.pt", "epoch_4.pt"]
+    assert all(checkpoints.load(p)["seed"] == 1 for p in tmp_path.glob("epoch_*.pt"))

@@ -117,6 +117,14 @@ def test_training_change_retrains_that_run_only(workflow):
     assert jobs.get("train") == 1 and jobs.get("probe") == 1 and "data" not in jobs
 
 
+def test_rerunning_everything_gives_identical_tables(workflow):
+    names = ("robustness.csv", "distances.csv", "units.csv")
+    before = {name: (workflow / "results/tables" / name).read_bytes() for name in names}
+    result = snakemake(workflow, TINY, "--cores", "2", "--forceall")
+    assert result.returncode == 0, result.stderr
+    assert all((workflow / "results/tables" / name).read_bytes() == before[name] for name in names)
+
+
 def test_bad_config_stops_before_any_work(tmp_path):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["runs"][0]["train"]["learning_rate"] = 0.1
