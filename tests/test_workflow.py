@@ -19,15 +19,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
 
-TINY = {
-    "runs": [
-        {"name": "fcn", "dataset": "digits", "model": {"name": "fcn", "depth": 1, "width": 16},
-         "train": {"epochs": 3, "batch_size": 64, "lr": 0.05, "lr_milestones": [2]}, "checkpoints": [1]},
-        {"name": "vgg", "dataset": "digits", "model": {"name": "vgg", "stages": [[4]], "fc": [8], "batch_norm": True},
-         "train": {"epochs": 2, "batch_size": 64, "lr": 0.05, "lr_milestones": []}, "checkpoints": [1]},
-    ],
-    "probes": {"rerandomize": {"draws": 2}},
-}
+TINY = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
 
 
 def snakemake(folder: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
