@@ -36,9 +36,8 @@ def sha256(path: str | Path) -> str:
 
 def save(directory: str | Path, epoch: int, state_dict: dict[str, torch.Tensor], **meta) -> Path:
     path = path_for(directory, epoch)
-    state = {k: v.detach().clone() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "epoch": epoch, **meta}, tmp)
+        torch.save({"state_dict": state_dict, "epoch": epoch, **meta}, tmp)
     return path
 
 

@@ -24,9 +24,9 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
 from layerprobe.atomic import atomic_path
+from layerprobe.units import FULLMODEL
 
 RERND = "ReRnd"
-FULLMODEL = "fullmodel"
 # Above this many units the paper puts checkpoints on the rows instead (large nets).
 MAX_UNITS_AS_ROWS = 12
 
