@@ -15,9 +15,8 @@ def _ratio(value: float, scale: float) -> float:
     return value / scale if scale > 0 else math.nan
 
 
-def unit_distance(unit: Unit, state: State, init: State) -> dict:
+def unit_distance(unit: Unit, state: State, theta0: torch.Tensor) -> dict:
     """‖θ − θ^0‖ in 2- and ∞-norm, raw, relative to the same norm of θ^0, and per √n_params."""
-    theta0 = flat_params(init, unit)
     diff = flat_params(state, unit) - theta0
     l2, linf = diff.norm(2).item(), diff.abs().max().item()
     return {"n_params": unit.n_params, "l2": l2, "linf": linf,
@@ -30,12 +29,13 @@ def table_rows(units: list[Unit], checkpoints: Mapping[int, State], draws: list[
     """Rows for every unit × (checkpoint τ, then re-randomized draw k), all measured from τ = 0."""
     if 0 not in checkpoints:
         raise ValueError("distances need the epoch-0 checkpoint (the initialization)")
-    init, rows = checkpoints[0], []
+    rows = []
     for unit in units:
+        theta0 = flat_params(checkpoints[0], unit)
         for tau in sorted(checkpoints):
             rows.append({"unit": unit.name, "source": "checkpoint", "checkpoint": tau,
-                         **unit_distance(unit, checkpoints[tau], init)})
+                         **unit_distance(unit, checkpoints[tau], theta0)})
         for k, (seed, state) in enumerate(draws):
             rows.append({"unit": unit.name, "source": "rerandomize", "draw": k, "draw_seed": seed,
-                         **unit_distance(unit, state, init)})
+                         **unit_distance(unit, state, theta0)})
     return rows

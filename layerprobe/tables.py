@@ -68,34 +68,22 @@ def categorize(error: float, final_error: float, chance_error: float, robust_max
 def summarize_units(inventory: pd.DataFrame, robustness: pd.DataFrame, distances: pd.DataFrame,
                     robust_max_increase: float, critical_fraction: float) -> pd.DataFrame:
     """units.csv: the inventory plus each unit's headline numbers and categories."""
-    rows = []
-    for record in inventory.to_dict("records"):
-        run, unit = record["run"], record["unit"]
-        rob = robustness[robustness["run"] == run]
-        dist = distances[(distances["run"] == run) & (distances["unit"] == unit)]
-        final_epoch = rob.loc[rob["probe"] == "reinit", "checkpoint"].max()
+    keys = ["run", "unit"]
+    reinit = robustness[robustness["probe"] == "reinit"]
+    final_epoch = reinit.groupby("run")["checkpoint"].transform("max")
+    final = reinit[(reinit["unit"] == FULLMODEL) & (reinit["split"] == "test") & (reinit["checkpoint"] == final_epoch)]
+    at_init = (reinit[reinit["checkpoint"] == 0].pivot_table(index=keys, columns="split", values="error")
+               .reindex(columns=["test", "train"]).set_axis(["reinit_test_error", "reinit_train_error"], axis=1))
+    redrawn = robustness[(robustness["probe"] == "rerandomize") & (robustness["split"] == "test")]
+    redrawn = redrawn.groupby(keys)["error"].agg(rerandomize_test_error_mean="mean", rerandomize_test_error_std="std")
+    moved = distances[distances["source"] == "checkpoint"]
+    moved = moved[moved["checkpoint"] == moved.groupby(keys)["checkpoint"].transform("max")]
+    moved = moved.set_index(keys)[["l2", "l2_rel_init", "linf"]].add_suffix("_final")
 
-        def errors(probe: str, split: str, name: str = unit, epoch=None) -> pd.Series:
-            sel = rob[(rob["probe"] == probe) & (rob["unit"] == name) & (rob["split"] == split)]
-            return sel.loc[sel["checkpoint"] == epoch, "error"] if epoch is not None else sel["error"]
-
-        def one(series: pd.Series) -> float:
-            return float(series.iloc[0]) if len(series) else np.nan
-
-        final = one(errors("reinit", "test", FULLMODEL, final_epoch))
-        chance = 1.0 - 1.0 / record["num_classes"]
-        rerandomized = errors("rerandomize", "test")
-        at_final = dist[(dist["source"] == "checkpoint") & (dist["checkpoint"] == dist["checkpoint"].max())]
-        summary = {
-            "final_test_error": final, "chance_error": chance,
-            "reinit_test_error": one(errors("reinit", "test", epoch=0)),
-            "reinit_train_error": one(errors("reinit", "train", epoch=0)),
-            "rerandomize_test_error_mean": rerandomized.mean() if len(rerandomized) else np.nan,
-            "rerandomize_test_error_std": rerandomized.std() if len(rerandomized) > 1 else np.nan,
-            "l2_final": one(at_final["l2"]), "l2_rel_init_final": one(at_final["l2_rel_init"]),
-            "linf_final": one(at_final["linf"]),
-        }
-        for column, source in (("category", "reinit_test_error"), ("category_rerandomize", "rerandomize_test_error_mean")):
-            summary[column] = categorize(summary[source], final, chance, robust_max_increase, critical_fraction)
-        rows.append({**record, **summary})
-    return frame(rows, UNITS)
+    units = (inventory.join(final.set_index("run")["error"].rename("final_test_error"), on="run")
+             .join(at_init, on=keys).join(redrawn, on=keys).join(moved, on=keys))
+    units["chance_error"] = 1.0 - 1.0 / units["num_classes"]
+    for column, source in (("category", "reinit_test_error"), ("category_rerandomize", "rerandomize_test_error_mean")):
+        units[column] = [categorize(e, f, c, robust_max_increase, critical_fraction)
+                         for e, f, c in zip(units[source], units["final_test_error"], units["chance_error"])]
+    return frame(units.to_dict("records"), UNITS)

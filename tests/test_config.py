@@ -1,9 +1,9 @@
 """The config schema: defaults filled, and every kind of bad input named before any work."""
 import pytest
 
-from layerprobe.config import ConfigError, validate
+from layerprobe.config import ConfigError, load, validate
 
-from conftest import SCHEMA
+from conftest import REPO, SCHEMA
 
 
 def error_of(config) -> str:
@@ -12,8 +12,8 @@ def error_of(config) -> str:
     return str(info.value)
 
 
-def test_default_config_is_valid_and_complete(raw_config):
-    config = validate(raw_config, SCHEMA)
+def test_default_config_is_valid_and_complete():
+    config = load(REPO / "config.yaml", SCHEMA)
     assert [r["name"] for r in config["runs"]] == ["fcn-3x256", "vgg-small"]
     assert config["probes"]["rerandomize"]["draws"] >= 2
 
