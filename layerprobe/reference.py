@@ -1,8 +1,8 @@
 """The reference evaluator: one variant at a time, plain and obviously correct.
 
-It is the oracle every faster path is tested against. The model object only supplies the
-architecture: each variant's weights are passed to torch.func.functional_call, so no module's
-parameters are ever overwritten.
+It is the oracle the engine is tested and benchmarked against (the loop users write by hand). The
+model object only supplies the architecture: each variant's weights are passed to
+torch.func.functional_call, so no module's parameters are ever overwritten.
 """
 from __future__ import annotations
 
@@ -12,29 +12,35 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from layerprobe.datasets import Splits
 from layerprobe.metrics import classify
-from layerprobe.probes import Variant, compose
+from layerprobe.probes import State, Variant, compose
 from layerprobe.units import Unit
 
+Splits = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 
-def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final: Mapping[str, torch.Tensor],
-             source: Callable[[tuple[str, int]], Mapping[str, torch.Tensor]], data: Splits,
-             splits: list[str], bn_stats: str, progress: Callable | None = None) -> list[dict]:
+
+def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final: State,
+             source: Callable[[tuple[str, int]], State], splits: Splits, bn_stats: str,
+             progress: Callable[[int], None] | None = None) -> list[dict]:
     """One row per variant and split: error, loss, agreement with the final model's predictions, n."""
     model = model.eval()
 
-    def forward(state: Mapping[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(state: State) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda x: functional_call(model, dict(state), (x,), strict=True)
 
-    reference = {s: classify(forward(final), *data.split(s))["predictions"] for s in splits}
+    reference = {s: classify(forward(final), x, y)["predictions"] for s, (x, y) in splits.items()}
     rows = []
-    for variant in (progress or (lambda v: v))(variants):
+    for variant in variants:
         state = compose(variant, units, final, source(variant.source), bn_stats)
-        for split in splits:
-            result = classify(forward(state), *data.split(split), reference=reference[split])
-            rows.append({"probe": variant.probe, "unit": variant.label, "checkpoint": variant.checkpoint,
-                         "draw": variant.draw, "draw_seed": variant.draw_seed, "bn_stats": bn_stats,
-                         "split": split, "error": result["error"], "loss": result["loss"],
-                         "agreement": result["agreement"], "n": result["n"]})
+        for split, (x, y) in splits.items():
+            result = classify(forward(state), x, y, reference=reference[split])
+            rows.append(result_row(variant, bn_stats, split, result))
+        if progress:
+            progress(1)
     return rows
+
+
+def result_row(variant: Variant, bn_stats: str, split: str, result: Mapping) -> dict:
+    """A robustness-table row: the variant's columns, then its measurements on one split."""
+    return {**variant.columns(), "bn_stats": bn_stats, "split": split,
+            **{k: result[k] for k in ("error", "loss", "agreement", "n")}}

@@ -31,27 +31,75 @@ class Unit:
         return self.params + self.buffers
 
 
-def inventory(model: nn.Module) -> list[Unit]:
-    """The model's units in forward order; every parameter belongs to exactly one unit."""
-    if isinstance(model, UnitChain):
-        names, rule = list(model.unit_names), "unit chain"
-    else:
-        names = [n for n, child in model.named_children() if any(True for _ in child.parameters())]
-        rule = "per top-level module"
-    if FULLMODEL in names:
+RULES = ("unit chain", "per block", "per module", "mapping")
+
+
+def inventory(model: nn.Module, rule: str | dict | None = None) -> list[Unit]:
+    """The model's units in forward order (a UnitChain's own order, else module order).
+
+    `rule`: None (a UnitChain's units, else "per block"), "per block" (each top-level child
+    holding parameters), "per module" (each module holding parameters itself) or a mapping
+    {unit name: [module paths or parameter names]}. Parameters no unit owns are listed by
+    `skipped`; a whole-model reset still resets them.
+    """
+    rule_name, groups = _groups(model, rule)
+    if FULLMODEL in groups:
         raise ValueError(f"{FULLMODEL!r} is reserved for whole-model rows and cannot name a unit")
     params = dict(model.named_parameters())
     buffers = [k for k, _ in model.named_buffers()]
-    units = []
-    for index, name in enumerate(names):
-        prefix = name + "."
-        own = tuple(k for k in params if k.startswith(prefix))
-        units.append(Unit(name, index, own, tuple(k for k in buffers if k.startswith(prefix)),
-                          sum(params[k].numel() for k in own), rule))
-    orphans = set(params) - {k for u in units for k in u.params}
-    if orphans:
-        raise ValueError(f"parameters outside every unit: {', '.join(sorted(orphans))}")
+    units, owner = [], {}
+    for index, (name, prefixes) in enumerate(groups.items()):
+        def owns(key: str) -> bool:
+            return any(key == p or key.startswith(p + ".") for p in prefixes)
+        own = tuple(k for k in params if owns(k))
+        if not own:
+            raise ValueError(f"unit {name!r} owns no parameters (it names {list(prefixes)}); "
+                             f"parameters are: {', '.join(params)}")
+        for key in own:
+            if key in owner:
+                raise ValueError(f"parameter {key!r} is claimed by units {owner[key]!r} and {name!r}")
+            owner[key] = name
+        mine = tuple(k for k in buffers if owns(k))
+        units.append(Unit(name, index, own, mine, sum(params[k].numel() for k in own), rule_name))
     return units
+
+
+def _groups(model: nn.Module, rule) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """The rule's name and, per unit, the module paths or parameter names it owns."""
+    if rule is None:
+        rule = "unit chain" if isinstance(model, UnitChain) else "per block"
+    if isinstance(rule, dict):
+        return "mapping", {name: (paths,) if isinstance(paths, str) else tuple(paths) for name, paths in rule.items()}
+    if rule == "unit chain":
+        if not isinstance(model, UnitChain):
+            raise ValueError(f"rule 'unit chain' needs a layerprobe UnitChain, got {type(model).__name__}")
+        return rule, {name: (name,) for name in model.unit_names}
+    if rule == "per block":
+        return rule, {n: (n,) for n, child in model.named_children() if _has_params(child)}
+    if rule == "per module":
+        # A module's own entries, named exactly: a parent's prefix would swallow its children's.
+        return rule, {n: tuple(f"{n}.{k}" for k, _ in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)])
+                      for n, m in model.named_modules() if n and _has_params(m, recurse=False)}
+    raise ValueError(f"unknown unit rule {rule!r}; use one of {RULES[:3]} or a mapping {{unit: [module paths]}}")
+
+
+def _has_params(module: nn.Module, recurse: bool = True) -> bool:
+    return any(True for _ in module.parameters(recurse=recurse))
+
+
+def skipped(model: nn.Module, units: list[Unit]) -> list[tuple[str, str]]:
+    """(name, reason) for what no unit covers: modules without parameters, parameters left out."""
+    owned = {k for u in units for k in u.params}
+    rule = units[0].rule if units else "per block"
+    left = [(k, "no unit owns it (a whole-model reset still resets it)") for k, _ in model.named_parameters()
+            if k not in owned]
+    if rule == "per block":
+        empty = [n for n, child in model.named_children() if not _has_params(child)]
+    elif rule == "per module":
+        empty = [n for n, m in model.named_modules() if n and not _has_params(m) and not any(True for _ in m.children())]
+    else:
+        empty = []
+    return [(n, "no parameters") for n in empty] + left
 
 
 def flat_params(state: dict[str, torch.Tensor], unit: Unit) -> torch.Tensor:
