@@ -24,8 +24,13 @@ except layerprobe.config.ConfigError as err:
     sys.exit(str(err))
 
 RUNS = {run["name"]: run for run in config["runs"]}
-SPLITS = config["probes"]["splits"]
+PROBES = config["probes"]
+SPLITS = PROBES["splits"]
 MEASURES = ["l2", "linf", "l2_rel_init"]
+# What a probe job depends on, and nothing more, so that editing e.g. the criticality feasibility
+# (applied by aggregate) or the categories (unless they pick the joint robust set) reruns no probe.
+PROBE_SETTINGS = layerprobe.config.probe_job_settings(PROBES)
+PROBE_CATEGORIES = config["categories"] if PROBES["joint"]["enabled"] and PROBES["joint"]["robust"] else None
 
 
 report: "report/workflow.rst"
@@ -45,9 +50,16 @@ include: "rules/aggregate.smk"
 include: "rules/figures.smk"
 
 
+def figures(name, enabled=True, **wildcards):
+    return expand(f"results/figures/{{run}}/{name}.{{ext}}", run=RUNS, ext=["png", "pdf"], **wildcards) if enabled else []
+
+
 rule all:
     input:
         rules.aggregate.output,
-        expand("results/figures/{run}/robustness_{split}.{ext}", run=RUNS, split=SPLITS, ext=["png", "pdf"]),
-        expand("results/figures/{run}/distance_{measure}.{ext}", run=RUNS, measure=MEASURES, ext=["png", "pdf"]),
+        figures("robustness_{split}", PROBES["reinit"]["enabled"] or PROBES["rerandomize"]["enabled"], split=SPLITS),
+        figures("distance_{measure}", measure=MEASURES),
+        figures("interpolation_{split}", PROBES["interpolate"]["enabled"], split=SPLITS),
+        figures("criticality", PROBES["criticality"]["enabled"]),
+        figures("joint_{split}", PROBES["joint"]["enabled"], split=SPLITS),
     default_target: True

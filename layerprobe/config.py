@@ -5,6 +5,7 @@ Errors name the key (e.g. `runs[0].train.lr`) and what is allowed, and are raise
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +16,10 @@ from torch import nn
 from layerprobe import models
 from layerprobe.datasets import Splits
 from layerprobe.train import checkpoint_epochs
+
+
+SCHEMA = Path(__file__).with_name("config.schema.yaml")  # schemas/config.schema.yaml links here
+PROBES = ("reinit", "rerandomize", "interpolate", "criticality", "joint")
 
 
 class ConfigError(ValueError):
@@ -57,8 +62,13 @@ def validate(config: dict, schema_path: str | Path) -> dict:
 def _cross_checks(config: dict) -> list[str]:
     """What a schema cannot say: unique run names, epochs within each run's training length."""
     messages, seen = [], set()
-    if not any(config["probes"][kind]["enabled"] for kind in ("reinit", "rerandomize")):
-        messages.append("probes: every probe is disabled; enable probes.reinit or probes.rerandomize")
+    probes = config["probes"]
+    if not any(probes[kind]["enabled"] for kind in PROBES):
+        messages.append(f"probes: every probe is disabled; enable one of {', '.join(f'probes.{k}' for k in PROBES)}")
+    joint = probes["joint"]
+    if joint["enabled"] and joint["robust"] and not (probes["reinit"]["enabled"] and "test" in probes["splits"]):
+        messages.append("probes.joint.robust: the robust set comes from re-initialization on the test split; "
+                        "enable probes.reinit and list 'test' in probes.splits, or set probes.joint.robust: false")
     for i, run in enumerate(config["runs"]):
         if run["name"] in seen:
             messages.append(f"runs[{i}].name: run name {run['name']!r} is used twice")
@@ -68,10 +78,54 @@ def _cross_checks(config: dict) -> list[str]:
             checkpoint_epochs(run["checkpoints"], epochs)
         except ValueError as err:
             messages.append(f"runs[{i}].checkpoints: {err}")
+        if joint["enabled"] and joint["checkpoints"] is not None:
+            missing = sorted(set(joint["checkpoints"]) - set(checkpoint_epochs(run["checkpoints"], epochs)))
+            if missing:
+                messages.append(f"probes.joint.checkpoints: run {run['name']!r} has no checkpoint at epoch(s) {missing}")
         late = [m for m in run["train"]["lr_milestones"] if m > epochs]
         if late:
             messages.append(f"runs[{i}].train.lr_milestones: {late} lie beyond train.epochs = {epochs}")
     return messages
+
+
+def probe_job_settings(probes: dict) -> dict:
+    """The probe settings a probe job uses: all but the criticality feasibility (aggregate applies it)."""
+    settings = copy.deepcopy(probes)
+    settings["criticality"].pop("feasibility", None)
+    return settings
+
+
+def section(name: str, values: dict | None = None, schema_path: str | Path = SCHEMA) -> dict:
+    """One top-level section (e.g. `probes`) validated with its defaults filled, for the library face."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    wrapper = {"type": "object", "properties": {name: schema["properties"][name]}, "additionalProperties": False}
+    instance = {name: copy.deepcopy(values or {})}
+    problems = list(_filling_defaults(jsonschema.Draft7Validator)(wrapper).iter_errors(instance))
+    if problems:
+        raise ConfigError(f"invalid {name} settings:\n  " + "\n  ".join(f"{_where(e.absolute_path)}: {e.message}"
+                                                                         for e in problems))
+    return instance[name]
+
+
+def alpha_grid(spec: int | list[float]) -> list[float]:
+    """An α grid: n evenly spaced points on [0, 1] (both ends exact), or the list as given."""
+    return [i / (spec - 1) for i in range(spec)] if isinstance(spec, int) else [float(a) for a in spec]
+
+
+def sigma_grid(spec: int | list[float]) -> list[float]:
+    """A σ grid: the n points k/n, k = 1..n (σ = 0 excluded), or the list as given."""
+    return [k / spec for k in range(1, spec + 1)] if isinstance(spec, int) else [float(s) for s in spec]
+
+
+_UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """'512MB' → 536870912 (binary multiples)."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB|TB)\s*", str(text))
+    if not match:
+        raise ConfigError(f"engine.memory_budget: {text!r} is not a size such as 512MB or 4GB")
+    return int(float(match[1]) * _UNITS[match[2]])
 
 
 def load(path: str | Path, schema_path: str | Path) -> dict:

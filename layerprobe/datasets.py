@@ -34,6 +34,9 @@ class Splits:
             raise ValueError(f"unknown split {which!r}; expected 'train' or 'test'")
         return (self.x_train, self.y_train) if which == "train" else (self.x_test, self.y_test)
 
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {"test": self.split("test"), "train": self.split("train")}
+
 
 def _digits(settings: dict) -> Splits:
     from sklearn.datasets import load_digits

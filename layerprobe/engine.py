@@ -26,6 +26,7 @@ from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -53,8 +54,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final: State,
              source: Callable[[tuple[str, int]], State], splits: Splits, bn_stats: str,
              device: str | torch.device = "cpu", memory_budget: int = 2 * 2**30,
-             progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Rows identical in order and content to reference.evaluate (losses to float rounding)."""
+             progress: str | None = None) -> list[dict]:
+    """Rows identical in order and content to reference.evaluate (losses to float rounding).
+
+    `progress` labels a progress bar (shown on a terminal only); `memory_budget` is in bytes.
+    """
     device = resolve_device(device)
     _check(units, variants, bn_stats)
     sources = _load_sources(variants, source)
@@ -66,16 +70,13 @@ def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final
     plan = _Plan(model, units, final, variants, splits, bn_stats, memory_budget, chain)
 
     tallies = {(i, s): _Tally() for i in range(len(variants)) for s in splits}
-    for split, (x, y) in splits.items():
-        for start in range(0, len(x), plan.batch):
-            xb, yb = x[start:start + plan.batch].to(device), y[start:start + plan.batch].to(device)
-            with torch.no_grad():
-                if chain:
-                    _chain_batch(model, units, final, sources, variants, plan, xb, yb, split, tallies, bn_stats)
-                else:
-                    _general_batch(model, units, final, sources, variants, plan, xb, yb, split, tallies, bn_stats)
-    if progress:
-        progress(len(variants))
+    batches = [(split, start) for split, (x, _) in splits.items() for start in range(0, len(x), plan.batch)]
+    walk = _chain_batch if chain else _general_batch
+    for split, start in tqdm(batches, desc=progress, unit="batch", disable=None if progress else True):
+        x, y = splits[split]
+        xb, yb = x[start:start + plan.batch].to(device), y[start:start + plan.batch].to(device)
+        with torch.no_grad():
+            walk(model, units, final, sources, variants, plan, xb, yb, split, tallies, bn_stats)
     return [result_row(v, bn_stats, s, tallies[i, s].result()) for i, v in enumerate(variants) for s in splits]
 
 
@@ -124,18 +125,23 @@ class _Tally:
                 "n": self.n}
 
 
-def _tally(logits: torch.Tensor, y: torch.Tensor, reference: torch.Tensor, ids: list[int], split: str,
-           tallies: dict) -> None:
-    """Reduce (K, B, C) logits to per-variant counts, the loss in float64 as the reference does."""
+def _tally(logits: torch.Tensor, y: torch.Tensor, ids: list[int], split: str, tallies: dict) -> torch.Tensor:
+    """Reduce (K, B, C) logits to per-variant counts, the loss in float64 as the reference does;
+    returns the predictions (K, B) for the agreement, counted once the final model's are known."""
     k, b = logits.shape[:2]
     flat = logits.reshape(k * b, -1)
     pred = flat.argmax(dim=1).view(k, b)
     loss = F.cross_entropy(flat.double(), y.repeat(k), reduction="none").view(k, b).sum(dim=1)
     correct = (pred == y).sum(dim=1).tolist()
-    agree = (pred == reference).sum(dim=1).tolist()
-    for i, c, a, l in zip(ids, correct, agree, loss.tolist()):
+    for i, c, l in zip(ids, correct, loss.tolist()):
         t = tallies[i, split]
-        t.correct, t.agree, t.loss, t.n = t.correct + c, t.agree + a, t.loss + l, t.n + b
+        t.correct, t.loss, t.n = t.correct + c, t.loss + l, t.n + b
+    return pred
+
+
+def _agree(pred: torch.Tensor, reference: torch.Tensor, ids: list[int], split: str, tallies: dict) -> None:
+    for i, a in zip(ids, (pred == reference).sum(dim=1).tolist()):
+        tallies[i, split].agree += a
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,11 +261,7 @@ def _chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dic
     def shared(u: Unit, h: torch.Tensor) -> torch.Tensor:
         return functional_call(modules[u.name], unit_state[u.name], (h,))
 
-    h = x
-    for u in units:
-        h = shared(u, h)
-    reference = h.argmax(dim=1)
-    h = x
+    h, pending = x, []
     for u in units:
         for chunk_ids in plan.groups.get(u.index, []):
             chunk = [variants[i] for i in chunk_ids]
@@ -277,8 +279,12 @@ def _chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dic
                         z = z.flatten(0, 1)
                     z, folded = shared(later, z), True
             logits = z.unflatten(0, (k, b)) if folded else z
-            _tally(logits, y, reference, chunk_ids, split, tallies)
+            pending.append((_tally(logits, y, chunk_ids, split, tallies), chunk_ids))
         h = shared(u, h)
+    # The walk ends with the final model's logits: agreement is counted without a forward of its own.
+    reference = h.argmax(dim=1)
+    for pred, chunk_ids in pending:
+        _agree(pred, reference, chunk_ids, split, tallies)
 
 
 def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant], final: State, sources: dict,
@@ -350,4 +356,4 @@ def _general_batch(model: nn.Module, units: list[Unit], final: State, sources: d
                                 for k in outside})
             shared = {k: v for k, v in final.items() if k not in stacked}
             logits = _run_stacked(model, shared, stacked, x, False)
-            _tally(logits, y, reference, chunk_ids, split, tallies)
+            _agree(_tally(logits, y, chunk_ids, split, tallies), reference, chunk_ids, split, tallies)

@@ -1,27 +1,38 @@
 """Paper-style heatmaps (Zhang, Bengio, Singer, Fig. 1) drawn from the result tables.
 
-Two figures:
+Figures:
 
 * ``robustness_heatmap``: classification error after resetting each unit, one row per
   unit (the whole model, "fullmodel", first), one column for a fresh random draw
   ("ReRnd", averaged over draws) and one per checkpoint the unit was reset to.
 * ``distance_heatmap``: how far each unit's weights moved from initialisation, laid
   out the same way.
+* ``joint_heatmap``: the same heatmap for sets of units reset together (probe "joint").
+* ``interpolation_curves``: error along the line from a unit's initial to its trained
+  weights (probe "interpolate").
+* ``criticality_grid``: per unit, the alpha x sigma grid of the criticality search
+  (Chatterji et al. 2020), read from the criticality table.
 
-``heatmap_matrix`` does all of the data work (selection, averaging, ordering) so it can
-be tested without looking at pixels; the drawing functions only lay that matrix out.
-Figures are plain ``matplotlib.figure.Figure`` objects: no pyplot, no global backend.
+The data helpers (``heatmap_matrix``, ``joint_matrix``, ``interpolation_matrix``,
+``criticality_panels``, ``network_criticality``) do all of the data work (selection,
+averaging, ordering) so it can be tested without looking at pixels; the drawing
+functions only lay their results out. Figures are plain ``matplotlib.figure.Figure``
+objects: no pyplot, no global backend.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from layerprobe.atomic import atomic_path
 from layerprobe.units import FULLMODEL
@@ -33,9 +44,12 @@ MAX_UNITS_AS_ROWS = 12
 ERROR_CMAP = "viridis"
 DISTANCE_CMAP = "Blues"
 
-# Row kinds: robustness rows say it in "probe", distance rows in "source".
-_AT_CHECKPOINT = {"reinit", "checkpoint"}
-_REDRAWN = "rerandomize"
+# Row kinds: robustness rows say it in "probe", distance rows in "source". A heatmap row
+# is at a checkpoint when its "draw" cell is empty and a re-randomization when it is set,
+# so one probe kind ("joint") can supply both.
+HEATMAP_KINDS = ("reinit", "checkpoint", "rerandomize")
+JOINT = "joint"
+INTERPOLATE = "interpolate"
 
 _FONT_SIZE = 8
 _PNG_DPI = 150
@@ -47,33 +61,35 @@ _PNG_DPI = 150
 
 
 def heatmap_matrix(
-    table: pd.DataFrame, run: str, value: str, split: str | None = None
+    table: pd.DataFrame,
+    run: str,
+    value: str,
+    split: str | None = None,
+    kinds: Sequence[str] = HEATMAP_KINDS,
 ) -> pd.DataFrame:
-    """The (rows x columns) matrix behind both heatmaps, before any transposition.
+    """The (rows x columns) matrix behind the heatmaps, before any transposition.
 
     Index: "fullmodel" first when the table has it, then the units in order of first
     appearance (the tables are written in model order). Columns: ["ReRnd", tau_0,
     tau_1, ...] with the checkpoint epochs as ints in increasing order. "ReRnd" is
-    the mean of ``value`` over the rerandomize draws; a checkpoint cell is the single
-    row that reset the unit to that checkpoint. Missing cells are NaN.
+    the mean of ``value`` over the draws; a checkpoint cell is the single row that
+    reset the unit to that checkpoint. Missing cells are NaN.
 
-    Rows of other probes (interpolate, criticality, ...) are ignored. ``split`` selects
+    Only rows whose probe (or source) is one of ``kinds`` are used; the default is the
+    single-unit reinit/rerandomize rows (and the distance table's sources), so rows of
+    other probes (interpolate, joint, criticality, ...) are ignored. ``split`` selects
     the robustness split; leave it None for the distances table (no split column).
     """
     rows = _select_run(table, run)
     if split is not None:
         rows = _select_split(rows, run, split)
     _require_column(rows, value)
+    _require_column(rows, "draw")
 
-    kind = _row_kind(rows)
-    plotted = rows[kind.isin(_AT_CHECKPOINT) | (kind == _REDRAWN)]
-    at_checkpoint = rows[kind.isin(_AT_CHECKPOINT)]
-    redrawn = rows[kind == _REDRAWN]
-    if plotted.empty:
-        raise ValueError(
-            f"run {run!r} has no checkpoint or rerandomize rows"
-            + (f" for split {split!r}" if split is not None else "")
-        )
+    plotted = _select_kinds(rows, run, kinds, split)
+    redrawn_mask = plotted["draw"].notna()
+    at_checkpoint = plotted[~redrawn_mask]
+    redrawn = plotted[redrawn_mask]
     # One row per cell: silently averaging e.g. two bn_stats variants would mislead.
     _require_unique(at_checkpoint, ["unit", "checkpoint"], run)
     _require_unique(redrawn, ["unit", "draw"], run)
@@ -86,6 +102,136 @@ def heatmap_matrix(
     matrix.index.name = "unit"
     matrix.columns.name = None
     return matrix
+
+
+def joint_matrix(table: pd.DataFrame, run: str, split: str, value: str = "error") -> pd.DataFrame:
+    """``heatmap_matrix`` of the "joint" probe: one row per set of units, by its label.
+
+    The whole model is not a set of the probe, so a "fullmodel" row is never shown.
+    """
+    matrix = heatmap_matrix(table, run, value, split=split, kinds=(JOINT,))
+    matrix = matrix.drop(index=FULLMODEL, errors="ignore")
+    matrix.index.name = "units"
+    return matrix
+
+
+def interpolation_matrix(
+    table: pd.DataFrame, run: str, split: str, value: str = "error"
+) -> pd.DataFrame:
+    """``value`` of the "interpolate" probe as an (alpha x unit) matrix.
+
+    Index: the alphas as floats in increasing order (0 = the unit at its initial value,
+    1 = the trained model). Columns: "fullmodel" first when present, then the units in
+    order of first appearance. Missing cells are NaN.
+    """
+    rows = _select_split(_select_run(table, run), run, split)
+    rows = _select_kinds(rows, run, (INTERPOLATE,), split)
+    _require_column(rows, value)
+    _require_column(rows, "alpha")
+    alpha = pd.to_numeric(rows["alpha"], errors="coerce")
+    if alpha.isna().any():
+        raise ValueError(f"run {run!r}: some interpolate rows have an empty 'alpha' cell")
+    _require_unique(rows, ["unit", "alpha"], run)
+
+    cells = pd.DataFrame(
+        {
+            "alpha": alpha.to_numpy(dtype=float),
+            "unit": rows["unit"].astype(str).to_numpy(),
+            "value": _numeric(rows, value).to_numpy(dtype=float),
+        }
+    )
+    matrix = cells.pivot(index="alpha", columns="unit", values="value").sort_index()
+    matrix = matrix.reindex(columns=_row_order(rows["unit"])).astype(float)
+    matrix.index.name = "alpha"
+    matrix.columns.name = "unit"
+    return matrix
+
+
+@dataclass(frozen=True)
+class CriticalityPanel:
+    """One unit's criticality search: the grid and the point it chose."""
+
+    unit: str
+    mean_error: pd.DataFrame  # sigma (rows, increasing) x alpha (columns, increasing); NaN = not evaluated
+    feasible: pd.DataFrame  # same shape, bool; False where the grid point is missing
+    chosen: tuple[float, float] | None  # (alpha, sigma) of the chosen point; None when none is feasible
+    criticality: float  # mu: the chosen point's score; inf when no point is feasible
+
+
+_CRITICALITY_COLUMNS = ("unit", "alpha", "sigma", "mean_error", "feasible", "score", "chosen")
+
+
+def criticality_panels(table: pd.DataFrame, run: str) -> list[CriticalityPanel]:
+    """The criticality table of one run as one panel per unit, in order of first appearance.
+
+    Every panel has the same axes: all alphas and sigmas the run has, so panels line up.
+    """
+    rows = _select_run(table, run)
+    for column in _CRITICALITY_COLUMNS:
+        _require_column(rows, column)
+    # The whole model is not a unit: a row for it would be counted in the network's sum.
+    rows = rows[rows["unit"].astype(str) != FULLMODEL]
+    if rows.empty:
+        raise ValueError(f"run {run!r} has no unit rows in the criticality table")
+    alpha = pd.to_numeric(rows["alpha"], errors="coerce")
+    sigma = pd.to_numeric(rows["sigma"], errors="coerce")
+    if alpha.isna().any() or sigma.isna().any():
+        raise ValueError(f"run {run!r}: some criticality rows have an empty 'alpha' or 'sigma' cell")
+    _require_unique(rows, ["unit", "alpha", "sigma"], run)
+
+    cells = pd.DataFrame(
+        {
+            "unit": rows["unit"].astype(str).to_numpy(),
+            "alpha": alpha.to_numpy(dtype=float),
+            "sigma": sigma.to_numpy(dtype=float),
+            "mean_error": _numeric(rows, "mean_error").to_numpy(dtype=float),
+            "feasible": _as_bool(rows["feasible"], "feasible").to_numpy(),
+            "chosen": _as_bool(rows["chosen"], "chosen").to_numpy(),
+            "score": _numeric(rows, "score").to_numpy(dtype=float),
+        }
+    )
+    alphas, sigmas = sorted(cells["alpha"].unique()), sorted(cells["sigma"].unique())
+    panels = []
+    for unit in pd.unique(cells["unit"]):
+        own = cells[cells["unit"] == unit]
+        grid = dict(index="sigma", columns="alpha")
+        mean_error = own.pivot(**grid, values="mean_error").reindex(index=sigmas, columns=alphas)
+        feasible = own.pivot(**grid, values="feasible").reindex(
+            index=sigmas, columns=alphas, fill_value=False)
+        chosen = own[own["chosen"]]
+        if len(chosen) > 1:
+            raise ValueError(
+                f"run {run!r}, unit {unit!r}: {len(chosen)} grid points are chosen, expected at most one")
+        if chosen.empty:
+            if own["feasible"].any():
+                raise ValueError(f"run {run!r}, unit {unit!r}: feasible grid points but none is chosen")
+            point, mu = None, math.inf
+        else:
+            point = (float(chosen["alpha"].iloc[0]), float(chosen["sigma"].iloc[0]))
+            mu = float(chosen["score"].iloc[0])
+            if np.isnan(mu):
+                raise ValueError(f"run {run!r}, unit {unit!r}: the chosen grid point has no score")
+        panels.append(CriticalityPanel(str(unit), mean_error.astype(float), feasible.astype(bool), point, mu))
+    return panels
+
+
+def network_criticality(panels: Sequence[CriticalityPanel]) -> float:
+    """Sum of the units' criticalities; inf as soon as one unit has no feasible point."""
+    return math.fsum(p.criticality for p in panels)
+
+
+_TRUE = {"true", "1", "1.0"}
+_FALSE = {"false", "0", "0.0", ""}
+
+
+def _as_bool(values: pd.Series, column: str) -> pd.Series:
+    """Booleans however the CSV gave them back (bool, "True"/"False", 1.0/0.0); empty = False."""
+    # Empty cells first: astype(str) keeps NaN as NaN in pandas >= 3 but writes "nan" before.
+    text = values.astype(object).where(values.notna(), "").astype(str).str.strip().str.lower()
+    unknown = set(text) - _TRUE - _FALSE
+    if unknown:
+        raise ValueError(f"column {column!r} holds values that are not booleans: {sorted(unknown)}")
+    return text.isin(_TRUE)
 
 
 def should_transpose(matrix: pd.DataFrame) -> bool:
@@ -111,6 +257,20 @@ def _select_split(rows: pd.DataFrame, run: str, split: str) -> pd.DataFrame:
             f"splits present: {sorted(set(splits))}"
         )
     return rows[splits == str(split)]
+
+
+def _select_kinds(
+    rows: pd.DataFrame, run: str, kinds: Sequence[str], split: str | None = None
+) -> pd.DataFrame:
+    kind = _row_kind(rows)
+    selected = rows[kind.isin(list(kinds))]
+    if selected.empty:
+        raise ValueError(
+            f"run {run!r} has no {' or '.join(repr(k) for k in kinds)} rows"
+            + (f" for split {split!r}" if split is not None else "")
+            + f"; {kind.name}s present: {sorted(set(kind))}"
+        )
+    return selected
 
 
 def _row_kind(rows: pd.DataFrame) -> pd.Series:
@@ -186,6 +346,19 @@ def robustness_heatmap(table: pd.DataFrame, run: str, split: str) -> Figure:
     )
 
 
+def joint_heatmap(table: pd.DataFrame, run: str, split: str) -> Figure:
+    """Error after resetting each set of units together; read like the robustness heatmap."""
+    matrix = joint_matrix(table, run, split)
+    return _heatmap(
+        matrix,
+        cmap=colormaps[ERROR_CMAP],
+        norm=Normalize(0.0, 1.0),
+        title=f"{run}: {split} error after resetting each set of units",
+        colorbar_label=f"{split} error",
+        unit_label="Set of units",
+    )
+
+
 def distance_heatmap(table: pd.DataFrame, run: str, measure: str) -> Figure:
     """Distance of each unit's weights from initialisation (colour range from the data)."""
     matrix = heatmap_matrix(table, run, measure)
@@ -204,7 +377,12 @@ def distance_heatmap(table: pd.DataFrame, run: str, measure: str) -> Figure:
 
 
 def _heatmap(
-    matrix: pd.DataFrame, cmap: Colormap, norm: Normalize, title: str, colorbar_label: str
+    matrix: pd.DataFrame,
+    cmap: Colormap,
+    norm: Normalize,
+    title: str,
+    colorbar_label: str,
+    unit_label: str = "Unit",
 ) -> Figure:
     transposed = should_transpose(matrix)
     shown = matrix.T if transposed else matrix
@@ -220,12 +398,12 @@ def _heatmap(
     ax.set_xticks(range(n_cols), [str(c) for c in shown.columns], fontsize=_FONT_SIZE)
     ax.set_yticks(range(n_rows), [str(r) for r in shown.index], fontsize=_FONT_SIZE)
     if transposed:
-        ax.set_xlabel("Unit")
+        ax.set_xlabel(unit_label)
         ax.set_ylabel("Checkpoint index")
         ax.tick_params(axis="x", labelrotation=90)
     else:
         ax.set_xlabel("Checkpoint index")
-        ax.set_ylabel("Unit")
+        ax.set_ylabel(unit_label)
     _separate_special_cells(ax, shown, transposed, colour=_separator_colour(cmap))
     ax.tick_params(length=0)
     ax.set_title(title, fontsize=_FONT_SIZE + 2)
@@ -272,6 +450,111 @@ def _figure_size(shown: pd.DataFrame) -> tuple[float, float]:
     width = shown.shape[1] * cell_width + 0.07 * longest_row_label + 2.2  # labels + colour bar
     height = shown.shape[0] * cell_height + 0.07 * longest_col_label + 1.3  # title + x labels
     return max(width, 5.0), max(height, 3.0)
+
+
+def interpolation_curves(table: pd.DataFrame, run: str, split: str) -> Figure:
+    """Error along alpha from each unit's initial (0) to its trained (1) weights, one line per unit."""
+    matrix = interpolation_matrix(table, run, split)
+    units = [u for u in matrix.columns if u != FULLMODEL]
+    colours = dict(zip(units, _line_colours(len(units))))
+
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for unit in matrix.columns:
+        # The whole model is the reference, not a unit: set it apart.
+        style = dict(color="black", linestyle="--") if unit == FULLMODEL else dict(color=colours[unit])
+        ax.plot(matrix.index, matrix[unit], marker="o", markersize=2.5, linewidth=1.2, label=unit, **style)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)  # fixed, like the heatmaps' colour range, so runs compare
+    ax.set_xlabel("α  (0 = unit at its initialisation, 1 = trained)")
+    ax.set_ylabel(f"{split} error")
+    ax.set_title(f"{run}: {split} error along the interpolation of each unit", fontsize=_FONT_SIZE + 2)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=_FONT_SIZE, loc="center left", bbox_to_anchor=(1.01, 0.5),
+              ncols=1 + (len(matrix.columns) - 1) // 20, frameon=False)
+    return fig
+
+
+def _line_colours(n: int) -> list:
+    # Distinct colours for a few units; beyond ten, a gradient in model order stays readable.
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, n)]
+
+
+_PANEL_COLUMNS = 4
+
+
+def criticality_grid(table: pd.DataFrame, run: str) -> Figure:
+    """One panel per unit: mean error over the alpha x sigma grid, infeasible points
+    crossed out, the chosen point outlined, the unit's criticality in the title."""
+    panels = criticality_panels(table, run)
+    n_cols = min(len(panels), _PANEL_COLUMNS)
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig = Figure(figsize=(2.9 * n_cols + 1.0, 2.3 * n_rows + 1.0), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    cmap = colormaps[ERROR_CMAP].with_extremes(bad="lightgrey")  # not evaluated: grey
+    norm = Normalize(0.0, 1.0)
+    for ax, panel in zip(axes.flat, panels):
+        image = _criticality_panel(ax, panel, cmap, norm)
+    for ax in axes.flat[len(panels):]:
+        ax.remove()  # an empty slot in the last row
+
+    total = network_criticality(panels)
+    total_text = _format_criticality(total, "a unit has no feasible point")
+    condition = _criticality_condition(_select_run(table, run))
+    fig.suptitle(f"{run}: network criticality = {total_text}" + (f"\n{condition}" if condition else ""),
+                 fontsize=_FONT_SIZE + 2)
+    fig.supxlabel("α  (0 = unit at its initialisation, 1 = trained)", fontsize=_FONT_SIZE + 1)
+    fig.supylabel("σ  (noise standard deviation)", fontsize=_FONT_SIZE + 1)
+    fig.colorbar(image, ax=list(axes.flat[: len(panels)]), label="mean error under noise",
+                 fraction=0.05, pad=0.02)
+    return fig
+
+
+def _criticality_panel(ax, panel: CriticalityPanel, cmap: Colormap, norm: Normalize):
+    values = panel.mean_error.to_numpy(dtype=float)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto",
+                      origin="lower", interpolation="nearest")
+    infeasible = ~panel.feasible.to_numpy(dtype=bool) & np.isfinite(values)
+    for i, j in zip(*np.nonzero(infeasible)):
+        ax.text(j, i, "×", ha="center", va="center", fontsize=_FONT_SIZE - 1,
+                color=_text_colour(cmap(norm(values[i, j]))))
+    if panel.chosen is not None:
+        alpha, sigma = panel.chosen
+        j, i = panel.mean_error.columns.get_loc(alpha), panel.mean_error.index.get_loc(sigma)
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+
+    alphas, sigmas = panel.mean_error.columns, panel.mean_error.index
+    x_ticks, y_ticks = _sparse_ticks(len(alphas)), _sparse_ticks(len(sigmas))
+    ax.set_xticks(x_ticks, [f"{alphas[k]:g}" for k in x_ticks], fontsize=_FONT_SIZE - 1)
+    ax.set_yticks(y_ticks, [f"{sigmas[k]:.2g}" for k in y_ticks], fontsize=_FONT_SIZE - 1)
+    ax.tick_params(length=2)
+    ax.set_title(f"{panel.unit}  μ = {_format_criticality(panel.criticality, 'no feasible point')}",
+                 fontsize=_FONT_SIZE)
+    return image
+
+
+def _format_criticality(value: float, why_infinite: str) -> str:
+    return f"{value:.2e}" if math.isfinite(value) else f"∞ ({why_infinite})"
+
+
+def _sparse_ticks(n: int, most: int = 6) -> list[int]:
+    """At most `most` evenly spread positions, first and last included: 21 alphas do not fit."""
+    return sorted({int(round(k)) for k in np.linspace(0, n - 1, min(n, most))})
+
+
+def _criticality_condition(rows: pd.DataFrame) -> str:
+    """The feasibility condition, when the run has a single one (e.g. "mean train loss <= 0.12")."""
+    def single(column):
+        values = rows[column].dropna().unique() if column in rows.columns else []
+        return values[0] if len(values) == 1 else None
+
+    measure, threshold, split = single("measure"), single("threshold"), single("split")
+    if measure is None or threshold is None:
+        return ""
+    split = f"{split} " if split is not None else ""
+    return f"feasible: mean {split}{measure} over noise samples ≤ {float(threshold):.3g}"
 
 
 # ---------------------------------------------------------------------------

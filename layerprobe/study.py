@@ -1,4 +1,4 @@
-"""Probe one trained run: describe its variants, evaluate them, and return the tidy tables."""
+"""Probe one trained run: describe its variants, have the engine evaluate them, return the tidy tables."""
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -6,13 +6,13 @@ from typing import Callable, Mapping
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from layerprobe import distances, probes, reference, tables
-from layerprobe.datasets import Splits
+from layerprobe import distances, engine, probes, tables
+from layerprobe.config import alpha_grid, sigma_grid
 from layerprobe.models import fresh_state
+from layerprobe.reference import Splits
 from layerprobe.seeds import derive_seed
-from layerprobe.units import inventory
+from layerprobe.units import FULLMODEL, Unit, inventory
 
 State = Mapping[str, torch.Tensor]
 
@@ -22,38 +22,111 @@ def draw_seeds(base_seed: int, run_seed: int, draws: int) -> list[int]:
     return [derive_seed("rerandomize", base_seed, run_seed, k) for k in range(draws)]
 
 
-def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], data: Splits,
-              settings: dict, run: dict, progress: bool = True) -> dict[str, pd.DataFrame]:
+def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], splits: Splits, settings: dict,
+              run: dict, num_classes: int, *, categories: dict, joint_groups: dict | None = None,
+              device: str = "auto", memory_budget: int = 2 * 2**30, unit_rule: str | dict | None = None,
+              progress: bool = True) -> dict[str, pd.DataFrame]:
     """The `robustness`, `distances` and `inventory` tables of one run.
 
     `checkpoints` maps epoch → state dict and must hold epoch 0 and the final epoch (the largest).
-    `settings` is the config's `probes` section; `run` fills the run-level columns
-    (run, dataset, model, seed).
+    `splits` maps split name → (inputs, labels), of which `settings["splits"]` are probed (and the
+    criticality split); `settings` is the config's `probes` section (defaults filled); `run` fills the run-level columns (run, dataset, model, seed); `categories` (the config's
+    section) decides the joint probe's robust set; `joint_groups` are the run's named sets of units;
+    `unit_rule` is inventory's rule. Every setting is checked before any evaluation.
     """
     model = factory()
-    units = inventory(model)
+    units = inventory(model, unit_rule)
     epochs = sorted(checkpoints)
+    if 0 not in checkpoints:
+        raise ValueError(f"probing needs the epoch-0 checkpoint (the initialization); epochs given: {epochs}")
     final = checkpoints[epochs[-1]]
-    rerandomize = settings["rerandomize"]
-    seeds = draw_seeds(rerandomize["seed"], run["seed"], rerandomize["draws"] if rerandomize["enabled"] else 0)
+    redraw = settings["rerandomize"]["enabled"] or settings["joint"]["enabled"]
+    seeds = draw_seeds(settings["rerandomize"]["seed"], run["seed"], settings["rerandomize"]["draws"] if redraw else 0)
     drawn = [(seed, fresh_state(factory, seed)) for seed in seeds]
-
-    variants = []
-    if settings["reinit"]["enabled"]:
-        variants += probes.reinit(units, epochs)
-    variants += probes.rerandomize(units, seeds)
 
     def source(key: tuple[str, int]) -> State:
         kind, index = key
         return checkpoints[index] if kind == "checkpoint" else drawn[index][1]
 
-    bar = (lambda items: tqdm(items, desc=f"probe {run['run']}", unit="variant", disable=None)) if progress else None
-    rows = reference.evaluate(model, units, variants, final, source, data, settings["splits"],
-                              settings["bn_stats"], progress=bar)
+    evaluate = lambda variants, on: engine.evaluate(  # noqa: E731
+        model, units, variants, final, source, on, settings["bn_stats"], device=device, memory_budget=memory_budget,
+        progress=f"probe {run['run']}" if progress else None)
+
+    missing = [s for s in settings["splits"] if s not in splits]
+    if missing:
+        raise ValueError(f"probes.splits: no data for split(s) {missing}; splits given: {list(splits)}")
+    critical, subset = _criticality(units, splits, settings["criticality"], run["seed"])
+    splits = {s: splits[s] for s in settings["splits"]}
+    plain = []  # variants on the configured splits
+    if settings["reinit"]["enabled"]:
+        plain += probes.reinit(units, epochs)
+    if settings["rerandomize"]["enabled"]:
+        plain += probes.rerandomize(units, seeds)
+    if settings["interpolate"]["enabled"]:
+        plain += probes.interpolate(units, alpha_grid(settings["interpolate"]["alphas"]))
+    joint = settings["joint"]
+    sets = _joint_sets(units, joint_groups or {}, joint["cumulative"]) if joint["enabled"] else []
+    joint_epochs = epochs if joint["checkpoints"] is None else sorted(joint["checkpoints"])
+    absent = sorted(set(joint_epochs) - set(epochs))
+    if joint["enabled"] and absent:
+        raise ValueError(f"probes.joint.checkpoints: no checkpoint at epoch(s) {absent}; epochs: {epochs}")
+    joint_seeds = seeds if settings["rerandomize"]["enabled"] else []
+
+    rows = evaluate(plain, splits) + (evaluate(critical, subset) if critical else [])
+    if joint["enabled"]:
+        if joint["robust"]:
+            robust = _robust_units(rows, epochs[-1], num_classes, categories)
+            if robust:
+                sets.append(("robust", robust))
+            else:
+                print("joint: no unit is robust, so there is no 'robust' set to reset")
+        rows += evaluate(probes.joint(sets, joint_epochs, joint_seeds), splits)
     unit_rows = [{"unit": u.name, "index": u.index, "n_params": u.n_params, "params": " ".join(u.params),
-                  "rule": u.rule, "num_classes": data.num_classes} for u in units]
+                  "rule": u.rule, "num_classes": num_classes} for u in units]
     return {
         "robustness": tables.frame(rows, tables.ROBUSTNESS, run),
         "distances": tables.frame(distances.table_rows(units, checkpoints, drawn), tables.DISTANCES, run),
         "inventory": tables.frame(unit_rows, tables.INVENTORY, run),
     }
+
+
+def _criticality(units: list[Unit], splits: Splits, settings: dict, run_seed: int) -> tuple[list[probes.Variant], Splits]:
+    """Criticality variants, with recorded noise seeds, and the seeded subset they are evaluated on."""
+    if not settings["enabled"]:
+        return [], {}
+    split = settings["split"]
+    if split not in splits:
+        raise ValueError(f"probes.criticality.split: {split!r} is not among the data splits {list(splits)}")
+    x, y = splits[split]
+    base = (settings["seed"], run_seed)
+    if settings["subset"] is not None and settings["subset"] < len(x):
+        generator = torch.Generator().manual_seed(derive_seed("criticality subset", *base))
+        keep = torch.randperm(len(x), generator=generator)[:settings["subset"]].sort().values
+        x, y = x[keep], y[keep]
+    alphas, sigmas = alpha_grid(settings["alphas"]), sigma_grid(settings["sigmas"])
+    seeds = {(u.name, i, j, k): derive_seed("criticality", *base, u.name, i, j, k)
+             for u in units for i in range(len(alphas)) for j in range(len(sigmas)) for k in range(settings["samples"])}
+    return probes.criticality(units, alphas, sigmas, seeds), {split: (x, y)}
+
+
+def _joint_sets(units: list[Unit], groups: dict, cumulative: bool) -> list[tuple[str, tuple[str, ...]]]:
+    """The run's joint_groups (unit names checked), then the cumulative sets."""
+    names = [u.name for u in units]
+    sets = []
+    for label, members in groups.items():
+        unknown = [m for m in members if m not in names]
+        if unknown:
+            raise ValueError(f"joint_groups.{label}: unknown unit(s) {unknown}; units: {', '.join(names)}")
+        if label in (FULLMODEL, "robust"):
+            raise ValueError(f"joint_groups: {label!r} is a reserved set name")
+        sets.append((label, tuple(sorted(members, key=names.index))))
+    return sets + (probes.cumulative_sets(units) if cumulative else [])
+
+
+def _robust_units(rows: list[dict], final_epoch: int, num_classes: int, categories: dict) -> tuple[str, ...]:
+    """Units whose re-initialization (τ = 0, test split) leaves them in the `robust` category."""
+    test = [r for r in rows if r["probe"] == "reinit" and r["split"] == "test"]
+    final_error = next(r["error"] for r in test if r["unit"] == FULLMODEL and r["checkpoint"] == final_epoch)
+    return tuple(r["unit"] for r in test if r["unit"] != FULLMODEL and r["checkpoint"] == 0 and tables.categorize(
+        r["error"], final_error, 1.0 - 1.0 / num_classes, categories["robust_max_increase"],
+        categories["critical_fraction"]) == "robust")

@@ -1,4 +1,4 @@
-"""Rule `aggregate`: concatenate the runs' tables and summarize every unit (snakemake object in scope)."""
+"""Rule `aggregate`: concatenate the runs' tables, grade the criticality grid, summarize every unit (snakemake object in scope)."""
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
@@ -16,9 +16,11 @@ robustness = gather(snakemake.input.robustness, tables.ROBUSTNESS)
 distances = gather(snakemake.input.distances, tables.DISTANCES)
 inventory = gather(snakemake.input.inventory, tables.INVENTORY)
 categories = snakemake.params.categories
+criticality = tables.criticality(robustness, distances, **snakemake.params.feasibility)
 units = tables.summarize_units(inventory, robustness, distances, categories["robust_max_increase"],
-                               categories["critical_fraction"])
+                               categories["critical_fraction"], criticality)
 tables.write_csv(robustness, snakemake.output.robustness)
 tables.write_csv(distances, snakemake.output.distances)
+tables.write_csv(criticality, snakemake.output.criticality)
 tables.write_csv(units, snakemake.output.units)
-print(units[["run", "unit", "reinit_test_error", "rerandomize_test_error_mean", "category"]].to_string())
+print(units[["run", "unit", "reinit_test_error", "rerandomize_test_error_mean", "category", "criticality"]].to_string())

@@ -1,4 +1,4 @@
-# All runs' tables concatenated, and the per-unit summary with categories.
+# All runs' tables concatenated, the criticality grid, and the per-unit summary with categories.
 
 
 rule aggregate:
@@ -9,6 +9,7 @@ rule aggregate:
     output:
         robustness="results/tables/robustness.csv",
         distances="results/tables/distances.csv",
+        criticality="results/tables/criticality.csv",
         units=report(
             "results/tables/units.csv",
             caption="../report/units.rst",
@@ -16,6 +17,7 @@ rule aggregate:
         ),
     params:
         categories=config["categories"],
+        feasibility=config["probes"]["criticality"]["feasibility"],
     log:
         "logs/aggregate.log",
     benchmark:

@@ -43,3 +43,69 @@ rule distance_figure:
         "../envs/layerprobe.yaml"
     script:
         "../pyscripts/distance_figure.py"
+
+
+rule interpolation_figure:
+    input:
+        "results/tables/robustness.csv",
+    output:
+        png=report(
+            "results/figures/{run}/interpolation_{split}.png",
+            caption="../report/interpolation.rst",
+            category="Interpolation",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "{split} error"},
+        ),
+        pdf="results/figures/{run}/interpolation_{split}.pdf",
+    log:
+        "logs/figures/{run}/interpolation_{split}.log",
+    benchmark:
+        "results/benchmarks/figures/{run}/interpolation_{split}.tsv"
+    conda:
+        "../envs/layerprobe.yaml"
+    script:
+        "../pyscripts/interpolation_figure.py"
+
+
+rule criticality_figure:
+    input:
+        "results/tables/criticality.csv",
+    output:
+        png=report(
+            "results/figures/{run}/criticality.png",
+            caption="../report/criticality.rst",
+            category="Criticality",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "criticality"},
+        ),
+        pdf="results/figures/{run}/criticality.pdf",
+    log:
+        "logs/figures/{run}/criticality.log",
+    benchmark:
+        "results/benchmarks/figures/{run}/criticality.tsv"
+    conda:
+        "../envs/layerprobe.yaml"
+    script:
+        "../pyscripts/criticality_figure.py"
+
+
+rule joint_figure:
+    input:
+        "results/tables/robustness.csv",
+    output:
+        png=report(
+            "results/figures/{run}/joint_{split}.png",
+            caption="../report/joint.rst",
+            category="Joint",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "{split} error"},
+        ),
+        pdf="results/figures/{run}/joint_{split}.pdf",
+    log:
+        "logs/figures/{run}/joint_{split}.log",
+    benchmark:
+        "results/benchmarks/figures/{run}/joint_{split}.tsv"
+    conda:
+        "../envs/layerprobe.yaml"
+    script:
+        "../pyscripts/joint_figure.py"

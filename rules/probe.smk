@@ -1,4 +1,4 @@
-# Probes: every variant of one trained run evaluated, written as that run's tidy tables.
+# Probes: every variant of one trained run evaluated by the engine, written as that run's tidy tables.
 
 
 rule probe:
@@ -11,7 +11,9 @@ rule probe:
         inventory="results/runs/{run}/probes/inventory.csv",
     params:
         run=lambda wildcards: RUNS[wildcards.run],
-        probes=config["probes"],
+        probes=PROBE_SETTINGS,
+        categories=PROBE_CATEGORIES,
+        engine=config["engine"],
         torch_threads=config["threads"],
     threads: config["threads"]
     log:

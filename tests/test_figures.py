@@ -203,3 +203,355 @@ def test_save_figure_writes_png_and_pdf(tmp_path, robustness, distances, kind):
     assert pdf.read_bytes().startswith(b"%PDF")
     # Nothing temporary left behind.
     assert sorted(p.name for p in png.parent.iterdir()) == ["fig.pdf", "fig.png"]
+
+
+# === new probe kinds: interpolate, joint, criticality ===========================
+
+NEW_ROBUSTNESS_COLUMNS = [
+    "run", "dataset", "model", "seed", "probe", "unit", "members", "checkpoint", "alpha", "sigma",
+    "draw", "draw_seed", "bn_stats", "split", "error", "loss", "agreement", "n",
+]
+CRITICALITY_COLUMNS = [
+    "run", "dataset", "model", "seed", "unit", "alpha", "sigma", "split", "n", "samples",
+    "mean_error", "mean_loss", "baseline_error", "baseline_loss", "measure", "threshold",
+    "feasible", "distance_sq", "score", "chosen",
+]
+ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0]
+SETS = {"robust": "layer2 final_linear", "up to layer2": "layer1 layer2", "from layer2": "layer2 final_linear"}
+
+
+def interpolation_error(unit_index: int, alpha: float, split: str) -> float:
+    return round(0.9 - 0.8 * alpha + 0.01 * unit_index + (0.005 if split == "train" else 0.0), 4)
+
+
+def joint_error(set_index: int, epoch: int, split: str) -> float:
+    return round(0.3 + 0.1 * set_index + 0.01 * CHECKPOINTS.index(epoch) + (0.005 if split == "train" else 0), 4)
+
+
+def joint_draw_error(set_index: int, draw: int) -> float:
+    return round(0.7 + 0.1 * draw + 0.01 * set_index, 4)
+
+
+def probe_rows(run="mlp_s0"):
+    """reinit/rerandomize rows (without the odd interpolate row) plus interpolate and joint rows."""
+    rows = [r for r in robustness_rows(run) if r["probe"] != "interpolate"]
+    for split in ("test", "train"):
+        for i, unit in enumerate([figures.FULLMODEL] + UNITS):
+            for alpha in reversed(ALPHAS):  # written from 1 to 0: the matrix must sort them
+                rows.append(dict(run=run, probe="interpolate", unit=unit, checkpoint=0, alpha=alpha,
+                                 split=split, error=interpolation_error(i, alpha, split)))
+        for s, (label, members) in enumerate(SETS.items()):
+            for epoch in sorted(CHECKPOINTS, key=str):
+                rows.append(dict(run=run, probe="joint", unit=label, members=members, checkpoint=epoch,
+                                 split=split, error=joint_error(s, epoch, split)))
+            for k in range(DRAWS):
+                rows.append(dict(run=run, probe="joint", unit=label, members=members, draw=k,
+                                 draw_seed=100 + k, split=split, error=joint_draw_error(s, k)))
+    return rows
+
+
+@pytest.fixture
+def probes():
+    return as_csv_table(probe_rows() + probe_rows(run="other_run"), NEW_ROBUSTNESS_COLUMNS)
+
+
+# Criticality grid: alpha in {0, .5, 1}, sigma in {.01, .1, 1}, written out of order.
+GRID_ALPHAS = [0.0, 0.5, 1.0]
+GRID_SIGMAS = [0.01, 0.1, 1.0]
+DISTANCE_SQ = {"layer1": 4.0, "layer2": 9.0, "final_linear": 16.0}
+
+
+def is_feasible(unit: str, alpha: float, sigma: float) -> bool:
+    if unit == "layer1":  # critical: only close to the trained weights with little noise
+        return alpha >= 0.5 and sigma <= 0.1
+    return unit == "layer2"  # layer2 feasible everywhere (mu = 0), final_linear nowhere (mu = inf)
+
+
+def criticality_rows(run="mlp_s0"):
+    rows = []
+    for i, unit in enumerate(UNITS):
+        grid = []
+        for a in reversed(GRID_ALPHAS):
+            for s in reversed(GRID_SIGMAS):
+                feasible = is_feasible(unit, a, s)
+                grid.append(dict(
+                    run=run, unit=unit, alpha=a, sigma=s, split="train", n=100, samples=4,
+                    mean_error=round(0.05 + 0.3 * i + 0.1 * GRID_ALPHAS.index(a) + 0.01 * GRID_SIGMAS.index(s), 4),
+                    measure="loss", threshold=0.12, feasible=feasible, distance_sq=DISTANCE_SQ[unit],
+                    score=a * a * DISTANCE_SQ[unit] / s**2 if feasible else np.nan, chosen=False))
+        scores = [r["score"] for r in grid]
+        if not all(np.isnan(scores)):
+            grid[int(np.nanargmin(scores))]["chosen"] = True
+        rows += grid
+    return rows
+
+
+@pytest.fixture
+def criticality():
+    return as_csv_table(criticality_rows() + criticality_rows(run="other_run"), CRITICALITY_COLUMNS)
+
+
+def panel_of(panels, unit):
+    return next(p for p in panels if p.unit == unit)
+
+
+# --- generalized heatmap -----------------------------------------------------
+
+
+def test_default_heatmap_ignores_joint_and_interpolate_rows(probes):
+    matrix = figures.heatmap_matrix(probes, "mlp_s0", "error", split="test")
+    assert matrix.index.tolist() == [figures.FULLMODEL] + UNITS
+    assert matrix.loc["layer1", 5] == pytest.approx(reinit_error(1, 5, "test"))
+
+
+def test_joint_matrix_rows_are_set_labels_columns_rernd_then_checkpoints(probes):
+    for split in ("test", "train"):
+        matrix = figures.joint_matrix(probes, "mlp_s0", split)
+        assert matrix.index.tolist() == list(SETS)
+        assert matrix.columns.tolist() == [figures.RERND, 0, 1, 5, 10]
+        for s, label in enumerate(SETS):
+            assert matrix.loc[label, figures.RERND] == pytest.approx(
+                np.mean([joint_draw_error(s, k) for k in range(DRAWS)]))
+            for epoch in CHECKPOINTS:
+                assert matrix.loc[label, epoch] == pytest.approx(joint_error(s, epoch, split))
+
+
+def test_joint_matrix_never_has_a_fullmodel_row(probes):
+    extra = probes[(probes["probe"] == "reinit") & (probes["unit"] == figures.FULLMODEL)].assign(probe="joint")
+    matrix = figures.joint_matrix(pd.concat([probes, extra]), "mlp_s0", "test")
+    assert figures.FULLMODEL not in matrix.index
+
+
+def test_heatmap_kinds_select_the_rows(probes):
+    matrix = figures.heatmap_matrix(probes, "mlp_s0", "error", split="test", kinds=("joint",))
+    assert matrix.index.tolist() == list(SETS)
+
+
+def test_joint_heatmap_figure(probes):
+    fig = figures.joint_heatmap(probes, "mlp_s0", "test")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(SETS)
+    assert ax.get_ylabel() == "Set of units"
+    assert len(ax.texts) == len(SETS) * (1 + len(CHECKPOINTS))
+    assert "mlp_s0" in ax.get_title() and "test" in ax.get_title()
+
+
+def test_joint_without_joint_rows_names_the_probe_and_those_present(robustness):
+    with pytest.raises(ValueError, match=r"'joint'.*'test'.*probes present.*'reinit'"):
+        figures.joint_heatmap(robustness, "mlp_s0", "test")
+
+
+def test_joint_unknown_run_and_split(probes):
+    with pytest.raises(ValueError, match=r"nope.*mlp_s0.*other_run"):
+        figures.joint_heatmap(probes, "nope", "test")
+    with pytest.raises(ValueError, match=r"'valid'.*\['test', 'train'\]"):
+        figures.joint_heatmap(probes, "mlp_s0", "valid")
+
+
+def test_joint_same_label_with_different_members_is_refused(probes):
+    clash = probes[(probes["probe"] == "joint") & (probes["unit"] == "robust")].assign(members="layer1")
+    with pytest.raises(ValueError, match="members"):
+        figures.joint_matrix(pd.concat([probes, clash]), "mlp_s0", "test")
+
+
+# --- interpolation -----------------------------------------------------------
+
+
+def test_interpolation_matrix_is_alpha_by_unit(probes):
+    for split in ("test", "train"):
+        matrix = figures.interpolation_matrix(probes, "mlp_s0", split)
+        assert matrix.index.tolist() == ALPHAS
+        assert matrix.columns.tolist() == [figures.FULLMODEL] + UNITS
+        for i, unit in enumerate([figures.FULLMODEL] + UNITS):
+            for alpha in ALPHAS:
+                assert matrix.loc[alpha, unit] == pytest.approx(interpolation_error(i, alpha, split))
+
+
+def test_interpolation_missing_point_is_nan(probes):
+    gap = (probes["probe"] == "interpolate") & (probes["unit"] == "layer2") & (probes["alpha"] == 0.5)
+    matrix = figures.interpolation_matrix(probes[~gap], "mlp_s0", "test")
+    assert np.isnan(matrix.loc[0.5, "layer2"])
+    assert matrix.loc[0.5, "layer1"] == pytest.approx(interpolation_error(1, 0.5, "test"))
+
+
+def test_interpolation_curves_one_line_per_unit_fullmodel_dashed_black(probes):
+    fig = figures.interpolation_curves(probes, "mlp_s0", "train")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == [figures.FULLMODEL] + UNITS
+    assert lines[0].get_linestyle() == "--" and lines[0].get_color() == "black"
+    assert all(line.get_linestyle() == "-" for line in lines[1:])
+    assert ax.get_ylim() == (0.0, 1.0)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [figures.FULLMODEL] + UNITS
+    assert list(lines[1].get_xdata()) == ALPHAS
+
+
+def test_interpolation_errors_name_what_is_missing(probes, robustness):
+    with pytest.raises(ValueError, match=r"nope.*mlp_s0.*other_run"):
+        figures.interpolation_curves(probes, "nope", "test")
+    with pytest.raises(ValueError, match=r"'valid'.*\['test', 'train'\]"):
+        figures.interpolation_curves(probes, "mlp_s0", "valid")
+    only_reinit = probes[probes["probe"] != "interpolate"]
+    with pytest.raises(ValueError, match=r"'interpolate'.*probes present.*'joint'.*'reinit'"):
+        figures.interpolation_curves(only_reinit, "mlp_s0", "test")
+
+
+def test_interpolation_duplicate_points_are_refused(probes):
+    again = probes[probes["probe"] == "interpolate"].assign(checkpoint=5)
+    with pytest.raises(ValueError, match="checkpoint"):
+        figures.interpolation_matrix(pd.concat([probes, again]), "mlp_s0", "test")
+
+
+# --- criticality -------------------------------------------------------------
+
+
+def test_criticality_panels_grids_and_scores(criticality):
+    panels = figures.criticality_panels(criticality, "mlp_s0")
+    assert [p.unit for p in panels] == UNITS
+    for i, panel in enumerate(panels):
+        assert panel.mean_error.index.tolist() == GRID_SIGMAS
+        assert panel.mean_error.columns.tolist() == GRID_ALPHAS
+        assert panel.mean_error.loc[0.1, 0.5] == pytest.approx(0.05 + 0.3 * i + 0.1 + 0.01)
+        for a in GRID_ALPHAS:
+            for s in GRID_SIGMAS:
+                assert panel.feasible.loc[s, a] == is_feasible(panel.unit, a, s)
+    layer1, layer2, last = panels
+    # layer1: min of a^2 * 4 / s^2 over a >= .5, s <= .1 is at a = .5, s = .1: .25 * 4 / .01
+    assert layer1.chosen == (0.5, 0.1) and layer1.criticality == pytest.approx(100.0)
+    assert layer2.chosen[0] == 0.0 and layer2.criticality == 0.0
+    assert last.chosen is None and last.criticality == np.inf
+
+
+def test_network_criticality_is_the_sum_inf_when_a_unit_is_infeasible(criticality):
+    panels = figures.criticality_panels(criticality, "mlp_s0")
+    assert figures.network_criticality(panels) == np.inf
+    feasible_units = criticality[criticality["unit"] != "final_linear"]
+    assert figures.network_criticality(figures.criticality_panels(feasible_units, "mlp_s0")) == pytest.approx(100.0)
+
+
+def test_criticality_grid_panels_crosses_and_outline(criticality):
+    fig = figures.criticality_grid(criticality, "mlp_s0")
+    assert isinstance(fig, Figure)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == len(UNITS)
+    assert len(fig.axes) == len(UNITS) + 1  # plus the colour bar; no empty slots left
+    titles = [ax.get_title() for ax in panels]
+    assert titles[0] == "layer1  μ = 1.00e+02"
+    assert titles[1] == "layer2  μ = 0.00e+00"
+    assert titles[2] == "final_linear  μ = ∞ (no feasible point)"
+    for ax, unit in zip(panels, UNITS):
+        crosses = [t for t in ax.texts if t.get_text() == "×"]
+        n_infeasible = sum(not is_feasible(unit, a, s) for a in GRID_ALPHAS for s in GRID_SIGMAS)
+        assert len(crosses) == n_infeasible
+        assert len(ax.patches) == (0 if unit == "final_linear" else 1)
+    # layer1's outline sits on the chosen cell: alpha .5 is column 1, sigma .1 row 1.
+    assert panels[0].patches[0].get_xy() == (0.5, 0.5)
+    suptitle = fig._suptitle.get_text()
+    assert "mlp_s0" in suptitle and "network criticality = ∞" in suptitle and "loss" in suptitle
+
+
+def test_criticality_finite_network_value_in_title(criticality):
+    fig = figures.criticality_grid(criticality[criticality["unit"] != "final_linear"], "mlp_s0")
+    assert "network criticality = 1.00e+02" in fig._suptitle.get_text()
+
+
+def test_criticality_many_units_wrap_into_rows(criticality):
+    renamed = pd.concat([criticality.assign(unit=criticality["unit"] + f"_{k}") for k in range(2)])
+    fig = figures.criticality_grid(renamed, "mlp_s0")
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 2 * len(UNITS)
+
+
+def test_criticality_unknown_run_and_inconsistent_choices(criticality):
+    with pytest.raises(ValueError, match=r"nope.*mlp_s0.*other_run"):
+        figures.criticality_grid(criticality, "nope")
+    two = criticality.copy()
+    two.loc[(two["unit"] == "layer1") & two["feasible"].astype(bool), "chosen"] = True
+    with pytest.raises(ValueError, match="layer1.*chosen"):
+        figures.criticality_panels(two, "mlp_s0")
+    none = criticality.assign(chosen=False)
+    with pytest.raises(ValueError, match="layer1.*none is chosen"):
+        figures.criticality_panels(none, "mlp_s0")
+
+
+def test_criticality_reads_booleans_written_as_text_or_empty(tmp_path, criticality):
+    text = criticality.assign(feasible=criticality["feasible"].map({True: "True", False: "False"}),
+                              chosen=criticality["chosen"].map({True: "True", False: ""}))
+    path = tmp_path / "criticality.csv"
+    text.to_csv(path, index=False)
+    back = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    assert back["chosen"].isna().any()  # empty cells really came back empty
+    panels = figures.criticality_panels(back, "mlp_s0")
+    assert [p.criticality for p in panels] == [pytest.approx(100.0), 0.0, np.inf]
+
+
+def test_criticality_refuses_non_boolean_flags(criticality):
+    with pytest.raises(ValueError, match="feasible.*maybe"):
+        figures.criticality_panels(criticality.assign(feasible="maybe"), "mlp_s0")
+
+
+# --- CSV round trip through the pipeline's reader, and files -------------------
+
+
+def test_figures_from_tables_read_csv(tmp_path, probes):
+    from layerprobe import tables
+
+    path = tmp_path / "robustness.csv"
+    probes.to_csv(path, index=False)
+    table = tables.read_csv(path, tables.ROBUSTNESS)  # nullable Int64 checkpoints and draws
+    assert figures.joint_matrix(table, "mlp_s0", "test").equals(figures.joint_matrix(probes, "mlp_s0", "test"))
+    assert figures.interpolation_matrix(table, "mlp_s0", "test").equals(
+        figures.interpolation_matrix(probes, "mlp_s0", "test"))
+
+
+@pytest.mark.parametrize("kind", ["interpolation", "criticality", "joint"])
+def test_save_new_figures_writes_png_and_pdf(tmp_path, probes, criticality, kind):
+    fig = {
+        "interpolation": lambda: figures.interpolation_curves(probes, "mlp_s0", "test"),
+        "criticality": lambda: figures.criticality_grid(criticality, "mlp_s0"),
+        "joint": lambda: figures.joint_heatmap(probes, "mlp_s0", "test"),
+    }[kind]()
+    png, pdf = tmp_path / "out" / "fig.png", tmp_path / "out" / "fig.pdf"
+    figures.save_figure(fig, png, pdf)
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert sorted(p.name for p in png.parent.iterdir()) == ["fig.pdf", "fig.png"]
+
+
+@pytest.mark.parametrize("script, table_name", [
+    ("interpolation_figure", "ROBUSTNESS"), ("joint_figure", "ROBUSTNESS"), ("criticality_figure", "CRITICALITY"),
+])
+def test_pyscripts_write_the_rule_outputs(tmp_path, monkeypatch, probes, criticality, script, table_name):
+    """The rules' glue, run with a stand-in for Snakemake's `snakemake` object."""
+    import runpy
+    import sys
+    from types import SimpleNamespace
+
+    from layerprobe import tables
+
+    ours = criticality if table_name == "CRITICALITY" else probes
+    if not hasattr(tables, table_name):  # the table's column list may not be in tables.py yet
+        monkeypatch.setattr(tables, table_name, list(ours.columns), raising=False)
+    path = tmp_path / "table.csv"
+    ours.reindex(columns=list(dict.fromkeys([*ours.columns, *getattr(tables, table_name)]))).to_csv(path, index=False)
+    stand_in = SimpleNamespace(
+        input=[str(path)], log=[str(tmp_path / "job.log")],
+        output=SimpleNamespace(png=str(tmp_path / "fig.png"), pdf=str(tmp_path / "fig.pdf")),
+        wildcards=SimpleNamespace(run="mlp_s0", split="test"),
+    )
+    # The script sends stdout/stderr to its log; give them back afterwards.
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    try:
+        runpy.run_path(str(figures_repo() / "pyscripts" / f"{script}.py"), init_globals={"snakemake": stand_in})
+    finally:
+        if sys.stdout is not sys.__stdout__ and getattr(sys.stdout, "name", "") == stand_in.log[0]:
+            sys.stdout.close()
+    assert (tmp_path / "fig.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "fig.pdf").read_bytes().startswith(b"%PDF")
+
+
+def figures_repo():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]
