@@ -14,7 +14,7 @@ import yaml
 from torch import nn
 
 from layerprobe import models
-from layerprobe.datasets import Splits
+from layerprobe.datasets import SPLITS, Splits
 from layerprobe.train import checkpoint_epochs
 
 
@@ -65,6 +65,9 @@ def _cross_checks(config: dict) -> list[str]:
     probes = config["probes"]
     if not any(probes[kind]["enabled"] for kind in PROBES):
         messages.append(f"probes: every probe is disabled; enable one of {', '.join(f'probes.{k}' for k in PROBES)}")
+    unknown = [s for s in [*probes["splits"], probes["criticality"]["split"]] if s not in SPLITS]
+    if unknown:
+        messages.append(f"probes: unknown split(s) {unknown}; the datasets have {list(SPLITS)}")
     joint = probes["joint"]
     if joint["enabled"] and joint["robust"] and not (probes["reinit"]["enabled"] and "test" in probes["splits"]):
         messages.append("probes.joint.robust: the robust set comes from re-initialization on the test split; "

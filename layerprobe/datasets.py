@@ -16,6 +16,9 @@ import torch
 from layerprobe.atomic import atomic_path
 
 
+SPLITS = ("test", "train")
+
+
 @dataclass(frozen=True)
 class Splits:
     name: str
@@ -30,12 +33,12 @@ class Splits:
         return tuple(self.x_train.shape[1:])
 
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if which not in ("train", "test"):
+        if which not in SPLITS:
             raise ValueError(f"unknown split {which!r}; expected 'train' or 'test'")
         return (self.x_train, self.y_train) if which == "train" else (self.x_test, self.y_test)
 
     def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return {"test": self.split("test"), "train": self.split("train")}
+        return {name: self.split(name) for name in SPLITS}
 
 
 def _digits(settings: dict) -> Splits:

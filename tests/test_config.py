@@ -50,7 +50,7 @@ def test_validation_does_not_modify_its_input(raw_config):
     (lambda c: c["runs"][0].update(name="../escape"), ["runs[0].name", "does not match"]),
     (lambda c: c["probes"].update(bn_stats="fresh"), ["probes.bn_stats", "'fresh' is not one of"]),
     (lambda c: c["probes"]["rerandomize"].update(draws=0), ["probes.rerandomize.draws", "minimum of 1"]),
-    (lambda c: c["probes"].update(splits=["val"]), ["probes.splits[0]", "'val' is not one of"]),
+    (lambda c: c["probes"].update(splits=["val"]), ["unknown split", "'val'"]),
     (lambda c: c.pop("runs"), ["'runs' is a required property"]),
 ])
 def test_bad_config_names_the_key(raw_config, edit, expected):
@@ -61,9 +61,36 @@ def test_bad_config_names_the_key(raw_config, edit, expected):
 
 
 def test_all_probes_disabled_is_an_error(raw_config):
-    raw_config["probes"]["reinit"] = {"enabled": False}
-    raw_config["probes"]["rerandomize"]["enabled"] = False
+    for kind in ("reinit", "rerandomize", "interpolate", "criticality", "joint"):
+        raw_config["probes"][kind] = {"enabled": False}
     assert "every probe is disabled" in error_of(raw_config)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda p: p["interpolate"].update(alphas=[0.0, 1.5]), ["probes.interpolate.alphas", "1.5"]),
+    (lambda p: p["criticality"].update(sigmas=[0.0, 0.1]), ["probes.criticality.sigmas", "0.0"]),
+    (lambda p: p["criticality"]["feasibility"].update(tolerance="percent"), ["feasibility.tolerance", "percent"]),
+    (lambda p: p.update(splits=["test", "valid"]), ["unknown split", "valid"]),
+    (lambda p: p["joint"].update(checkpoints=[0, 7]), ["probes.joint.checkpoints", "[7]"]),
+    (lambda p: p["reinit"].update(enabled=False), ["probes.joint.robust", "probes.reinit"]),
+])
+def test_bad_probe_settings_are_named(raw_config, edit, expected):
+    edit(raw_config["probes"])
+    message = error_of(raw_config)
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def test_bad_memory_budget_is_named(raw_config):
+    raw_config["engine"]["memory_budget"] = "lots"
+    assert "engine.memory_budget" in error_of(raw_config)
+
+
+def test_grids_and_sizes():
+    from layerprobe.config import alpha_grid, parse_bytes, sigma_grid
+    assert alpha_grid(5) == [0.0, 0.25, 0.5, 0.75, 1.0] and alpha_grid([0.5]) == [0.5]
+    assert sigma_grid(4) == [0.25, 0.5, 0.75, 1.0]
+    assert parse_bytes("512MB") == 512 * 2**20 and parse_bytes("1.5 GB") == 3 * 2**29
 
 
 def test_every_schema_key_is_typed_described_and_defaulted():

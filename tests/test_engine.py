@@ -1,0 +1,173 @@
+"""The engine against the reference, on fresh random models and inputs, for every probe kind.
+
+Models run in float64 so that the two summation orders cannot flip a prediction: rows must then
+agree exactly in error and agreement, and in loss to float rounding. One float32 case checks the
+production precision within one flipped prediction.
+"""
+import pytest
+import torch
+from torch import nn
+
+from layerprobe import engine, models, probes, reference
+from layerprobe.seeds import derive_seed
+from layerprobe.units import inventory
+
+
+class Residual(nn.Module):
+    """x + conv(bn(relu(conv(x)))): a unit that is not a Sequential."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(torch.relu(self.bn(self.conv1(x))))
+
+
+class OwnNet(nn.Module):
+    """A user's model: not a UnitChain, with a residual block and a parameter-free module."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.block = Residual(4)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.pool(self.block(torch.relu(self.stem(x)))).flatten(1))
+
+
+def residual_chain():
+    return models.UnitChain([("stem", nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())),
+                             ("resblk", Residual(4)),
+                             ("final_linear", nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 10)))])
+
+
+FACTORIES = {
+    "fcn": lambda: models.fcn((1, 8, 8), 10, depth=3, width=24),
+    "vgg_bn": lambda: models.vgg((1, 8, 8), 10, stages=[[4], [6, 6]], fc=[12], batch_norm=True),
+    "residual_chain": residual_chain,
+    "own_net": OwnNet,
+}
+
+
+def setting(name, dtype=torch.float64):
+    """Model, units, checkpoints, draws and data for one random case (BN statistics made non-trivial)."""
+    factory = FACTORIES[name]
+    generator = torch.Generator().manual_seed(derive_seed("test_engine", name))
+
+    def randomized(seed):
+        state = models.fresh_state(factory, seed)
+        for key, value in state.items():
+            if "running_mean" in key:
+                value.normal_(generator=generator)
+            elif "running_var" in key:
+                value.uniform_(0.5, 2.0, generator=generator)
+        return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+    checkpoints = {epoch: randomized(epoch + 100) for epoch in (0, 1, 5)}
+    draws = {k: randomized(k + 200) for k in range(2)}
+    model = factory().to(dtype)
+    x = torch.randn(150, 1, 8, 8, generator=generator, dtype=dtype)
+    y = torch.randint(0, 10, (150,), generator=generator)
+    splits = {"test": (x, y), "train": (x[:41], y[:41])}
+
+    def source(key):
+        kind, index = key
+        return checkpoints[index] if kind == "checkpoint" else draws[index]
+
+    return model, inventory(model), checkpoints, source, splits
+
+
+def every_probe(units):
+    names = [u.name for u in units]
+    seeds = {(u.name, i, j, k): derive_seed("noise", u.name, i, j, k) for u in units
+             for i in range(2) for j in range(2) for k in range(2)}
+    return (probes.reinit(units, [0, 1, 5]) + probes.rerandomize(units, [7, 8])
+            + probes.interpolate(units, [0.0, 0.3, 1.0]) + probes.criticality(units, [0.0, 0.6], [0.05, 0.5], seeds)
+            + probes.joint(probes.cumulative_sets(units) + [("pair", (names[0], names[-1]))], [0, 1], [7, 8]))
+
+
+def assert_same_rows(expected, actual, loss_rel=1e-9, error_slack=0.0):
+    assert len(expected) == len(actual)
+    for e, a in zip(expected, actual):
+        described = {k: v for k, v in e.items() if k not in ("error", "loss", "agreement")}
+        assert described == {k: v for k, v in a.items() if k not in ("error", "loss", "agreement")}
+        assert abs(e["error"] - a["error"]) <= error_slack, (e, a)
+        assert abs(e["agreement"] - a["agreement"]) <= 2 * error_slack, (e, a)
+        assert a["loss"] == pytest.approx(e["loss"], rel=loss_rel), (e, a)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@pytest.mark.parametrize("bn_stats", ["same_source", "trained"])
+def test_engine_equals_reference_for_every_probe(name, bn_stats):
+    model, units, checkpoints, source, splits = setting(name)
+    variants = every_probe(units)
+    expected = reference.evaluate(model, units, variants, checkpoints[5], source, splits, bn_stats)
+    actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, bn_stats, device="cpu")
+    assert_same_rows(expected, actual)
+    assert {r["probe"] for r in actual} == {"reinit", "rerandomize", "interpolate", "criticality", "joint"}
+
+
+@pytest.mark.parametrize("name", ["fcn", "vgg_bn"])
+def test_engine_in_float32_matches_within_one_prediction(name):
+    model, units, checkpoints, source, splits = setting(name, torch.float32)
+    variants = probes.reinit(units, [0, 1]) + probes.interpolate(units, [0.0, 0.5, 1.0])
+    expected = reference.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source")
+    actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
+    assert_same_rows(expected, actual, loss_rel=1e-4, error_slack=1 / 41)
+
+
+def test_results_do_not_depend_on_the_memory_budget():
+    model, units, checkpoints, source, splits = setting("vgg_bn")
+    variants = every_probe(units)
+    roomy = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
+    tight = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu",
+                            memory_budget=64 * 2**10)
+    assert_same_rows(roomy, tight)
+
+
+def test_engine_never_touches_the_model_or_the_states():
+    model, units, checkpoints, source, splits = setting("fcn")
+    before = ({k: v.clone() for k, v in model.state_dict().items()},
+              {e: {k: v.clone() for k, v in s.items()} for e, s in checkpoints.items()})
+    engine.evaluate(model, units, every_probe(units), checkpoints[5], source, splits, "same_source", device="cpu")
+    assert all(torch.equal(v, before[0][k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, before[1][e][k]) for e, s in checkpoints.items() for k, v in s.items())
+
+
+def test_bad_input_is_named_before_any_evaluation():
+    model, units, checkpoints, source, splits = setting("fcn")
+
+    def run(variants, **options):
+        return engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source",
+                               device="cpu", **options)
+
+    with pytest.raises(ValueError, match="unknown unit.*'layer9'"):
+        run([probes.Variant("joint", "odd", ("layer1", "layer9"), ("checkpoint", 0))])
+    with pytest.raises(ValueError, match="checkpoint 3, which does not exist"):
+        run(probes.reinit(units, [3]))
+    with pytest.raises(ValueError, match=r"α = 1.5 lies outside \[0, 1\]"):
+        run([probes.Variant("interpolate", "layer1", ("layer1",), ("checkpoint", 0), alpha=1.5)])
+    with pytest.raises(engine.MemoryBudgetError, match="cannot hold one variant"):
+        run(probes.reinit(units, [0]), memory_budget=1000)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        probes.interpolate(units, [0.0, -0.1])
+    with pytest.raises(ValueError, match="σ must be > 0"):
+        probes.criticality(units, [0.5], [0.0, 0.1], {})
+
+
+def test_noise_is_seeded_and_fresh():
+    _, units, checkpoints, _, _ = setting("fcn")
+    variant = probes.Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), 11, 0.5, 0.1, 0)
+    again = probes.noise(variant, units, checkpoints[5])
+    other = probes.noise(probes.Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), 12, 0.5, 0.1, 0),
+                         units, checkpoints[5])
+    first = probes.noise(variant, units, checkpoints[5])
+    assert list(first) == ["layer2.linear.weight", "layer2.linear.bias"]
+    assert all(torch.equal(first[k], again[k]) and not torch.equal(first[k], other[k]) for k in first)
+    flat = torch.cat([v.flatten() for v in first.values()]).float()
+    assert abs(flat.mean()) < 0.05 and abs(flat.std() - 1) < 0.05
