@@ -43,15 +43,12 @@ wildcard_constraints:
     measure="|".join(MEASURES),
 
 
+include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/probe.smk"
 include: "rules/aggregate.smk"
 include: "rules/figures.smk"
-
-
-def figures(name, enabled=True, **wildcards):
-    return expand(f"results/figures/{{run}}/{name}.{{ext}}", run=RUNS, ext=["png", "pdf"], **wildcards) if enabled else []
 
 
 rule all:

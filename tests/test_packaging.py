@@ -4,6 +4,8 @@ import tomllib
 
 import yaml
 
+from layerprobe import tables
+
 from conftest import REPO
 
 CONDA_NAMES = {"matplotlib-base": "matplotlib"}  # conda-forge's name for the same library
@@ -34,6 +36,7 @@ def test_readme_library_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(example, "README.md", "exec"), namespace)
-    robustness = namespace["tables"]["robustness"]
-    assert set(robustness["probe"]) == {"reinit", "rerandomize"}
-    assert (tmp_path / "ckpt" / "manifest.json").exists()
+    table = namespace["table"]
+    assert list(table.columns) == tables.ROBUSTNESS
+    assert set(table["probe"]) == {"reinit", "rerandomize", "interpolate", "criticality", "joint"}
+    assert namespace["reinit"]["error"].between(0, 1).all()

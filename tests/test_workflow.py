@@ -67,9 +67,27 @@ def test_tables_are_complete(workflow):
     assert log["epoch"].tolist() == [0, 1, 2, 3]
 
 
+def test_new_probe_kinds_are_in_the_tables(workflow):
+    rob = tables.read_csv(workflow / "results/tables/robustness.csv", tables.ROBUSTNESS)
+    fcn = rob[rob["run"] == "fcn"]
+    assert len(fcn[fcn.probe == "interpolate"]) == 3 * 5 * 2  # (2 units + fullmodel) x 5 alphas x 2 splits
+    critical = fcn[fcn.probe == "criticality"]
+    assert len(critical) == 1 + 2 * 3 * 2 * 2 and set(critical["split"]) == {"train"} and set(critical["n"]) == {100}
+    joint = fcn[fcn.probe == "joint"]
+    assert {"both", "up to layer1", "up to layer2", "from layer1", "from layer2"} <= set(joint["unit"])
+    assert set(joint.loc[joint.unit == "both", "members"]) == {"layer1 layer2"}
+
+    grid = tables.read_csv(workflow / "results/tables/criticality.csv", tables.CRITICALITY)
+    assert len(grid[grid.run == "fcn"]) == 2 * 3 * 2 and (grid["samples"] == 2).all()
+    units = tables.read_csv(workflow / "results/tables/units.csv", tables.UNITS)
+    chosen = grid[grid["chosen"].astype(str) == "True"]
+    assert set(chosen["unit"]) <= set(units["unit"]) and units["network_criticality"].notna().all()
+
+
 def test_figures_logs_and_benchmarks_exist(workflow):
     for run in ("fcn", "vgg"):
-        for stem in ("robustness_test", "robustness_train", "distance_l2", "distance_linf", "distance_l2_rel_init"):
+        for stem in ("robustness_test", "robustness_train", "distance_l2", "distance_linf", "distance_l2_rel_init",
+                     "interpolation_test", "interpolation_train", "criticality", "joint_test", "joint_train"):
             png = workflow / f"results/figures/{run}/{stem}.png"
             assert png.read_bytes().startswith(b"\x89PNG") and png.with_suffix(".pdf").stat().st_size > 0
         assert (workflow / f"logs/train/{run}.log").stat().st_size > 0
@@ -95,11 +113,19 @@ def test_probe_change_reruns_probes_aggregation_and_figures_not_training(workflo
     assert "train" not in jobs and "data" not in jobs
 
 
-def test_category_change_reruns_only_aggregation_and_figures(workflow):
+def test_category_change_reruns_probes_only_for_the_joint_robust_set(workflow):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["categories"] = {"robust_max_increase": 0.05}
     jobs = planned_jobs(snakemake(workflow, config, "-n"))
-    assert jobs.get("aggregate") == 1 and not {"train", "probe", "data"} & set(jobs)
+    assert jobs.get("probe") == 2 and jobs.get("aggregate") == 1 and "train" not in jobs  # the robust set may change
+
+
+def test_feasibility_change_reruns_only_aggregation_and_figures(workflow):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["probes"]["criticality"]["feasibility"] = {"tolerance": "absolute", "measure": "error", "value": 0.5}
+    jobs = planned_jobs(snakemake(workflow, config, "-n"))
+    assert jobs.get("aggregate") == 1 and jobs.get("criticality_figure") == 2
+    assert not {"train", "probe", "data"} & set(jobs)
 
 
 def test_training_change_retrains_that_run_only(workflow):
@@ -110,7 +136,7 @@ def test_training_change_retrains_that_run_only(workflow):
 
 
 def test_rerunning_everything_gives_identical_tables(workflow):
-    names = ("robustness.csv", "distances.csv", "units.csv")
+    names = ("robustness.csv", "distances.csv", "criticality.csv", "units.csv")
     before = {name: (workflow / "results/tables" / name).read_bytes() for name in names}
     result = snakemake(workflow, TINY, "--cores", "2", "--forceall")
     assert result.returncode == 0, result.stderr
