@@ -289,25 +289,34 @@ def _chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dic
 
 def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant], final: State, sources: dict,
                 bn_stats: str, noise: list[dict] | None, h: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """The chunk's K outputs of its first reset unit on the shared input h: (K, B, ...), not folded."""
+    """The chunk's K outputs of its first reset unit on the shared input h: (K, B, ...), not folded.
+
+    When the unit opens with a linear or conv layer, that layer runs once for all variants, their
+    weights concatenated along the output features (one dense GEMM/conv, not K small or grouped
+    ones); for an α grid only the start and final weights are needed, mixed afterwards.
+    """
     layers = _linear_split(module)
-    if layers is None or chunk[0].alpha is None:
+    if layers is None:
         stacked = _local(_stacked(unit, chunk, final, sources, bn_stats, noise), unit.name)
         return _run_stacked(module, state, stacked, h, False), False
     pre, (name, layer), rest = layers
     a = pre(h)
-    # One source for the chunk (the plan groups interpolations by source): two layer evaluations.
-    start = _local(sources[chunk[0].source], unit.name)
-    own = {k: v for k, v in state.items() if k.startswith(name + ".")}
-    z_start = functional_call(layer, {k[len(name) + 1:]: start[k] for k in own}, (a,))
-    z_final = functional_call(layer, {k[len(name) + 1:]: v for k, v in own.items()}, (a,))
-    alphas = torch.tensor([v.alpha for v in chunk], dtype=z_start.dtype, device=z_start.device)
-    z = torch.addcmul(z_start.unsqueeze(0), alphas.view(-1, *[1] * z_start.dim()), (z_final - z_start).unsqueeze(0))
-    if noise is not None:
-        local_noise = {k[len(name) + 1:]: torch.stack([e[f"{unit.name}.{k}"] for e in noise]).to(a.device)
-                       for k in own}
-        sigmas = torch.tensor([v.sigma for v in chunk], dtype=z.dtype, device=z.device)
-        z = z + sigmas.view(-1, *[1] * z_start.dim()) * _run_stacked(layer, {}, local_noise, a, False)
+    keys = [k for k in state if k.startswith(name + ".")]  # the layer's weight (and bias), unit-local
+    cut = len(name) + 1
+    if chunk[0].alpha is None:
+        z = _concatenated(layer, [{k[cut:]: entries[k] for k in keys}
+                                  for entries in _per_variant(unit, chunk, final, sources, noise, keys)], a)
+    else:
+        # One source for the chunk (the plan groups interpolations by it): start and final, then mix.
+        start = _local(sources[chunk[0].source], unit.name)
+        ends = _concatenated(layer, [{k[cut:]: start[k] for k in keys}, {k[cut:]: state[k] for k in keys}], a)
+        shape = (-1, *[1] * (ends.dim() - 1))
+        alphas = torch.tensor([v.alpha for v in chunk], dtype=ends.dtype, device=ends.device).view(shape)
+        z = torch.addcmul(ends[:1], alphas, ends[1:] - ends[:1])
+        if noise is not None:
+            sigmas = torch.tensor([v.sigma for v in chunk], dtype=z.dtype, device=z.device).view(shape)
+            z = z + sigmas * _concatenated(layer, [{k[cut:]: e[f"{unit.name}.{k}"].to(a.device) for k in keys}
+                                                   for e in noise], a)
     k, b = z.shape[:2]
     for child_name, child in rest:
         child_keys = tuple(f"{unit.name}.{child_name}.{k}" for k in
@@ -320,6 +329,30 @@ def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant]
     return z, False
 
 
+def _per_variant(unit: Unit, chunk: list[Variant], final: State, sources: dict, noise: list[dict] | None,
+                 keys: list[str]) -> list[dict[str, torch.Tensor]]:
+    """Each variant's values of the unit-local `keys` (a layer's parameters, always reset)."""
+    out = []
+    for j, v in enumerate(chunk):
+        values = {}
+        for key in keys:
+            full = f"{unit.name}.{key}"
+            value = probes.entry(v, full, final, sources[v.source])
+            if noise is not None:
+                value = value + v.sigma * noise[j][full].to(value.device)
+            values[key] = value
+        out.append(values)
+    return out
+
+
+def _concatenated(layer: nn.Module, entries: list[dict[str, torch.Tensor]], a: torch.Tensor) -> torch.Tensor:
+    """The layer under M sets of entries on one input, as one call: (M, B, ...)."""
+    joined = {key: torch.cat([e[key] for e in entries]) for key in entries[0]}
+    out = functional_call(layer, joined, (a,))
+    channel = -1 if isinstance(layer, nn.Linear) else 1
+    return out.unflatten(channel, (len(entries), -1)).movedim(channel - 1 if channel < 0 else channel, 0)
+
+
 def _linear_split(module: nn.Module):
     """(pre, (name, layer), rest) when the unit is a Sequential whose first layer with parameters is
     linear in its weights and preceded only by parameter-free layers; else None."""
@@ -328,8 +361,8 @@ def _linear_split(module: nn.Module):
     children = list(module.named_children())
     for i, (name, child) in enumerate(children):
         if any(True for _ in child.parameters()) or any(True for _ in child.buffers()):
-            if not isinstance(child, _FOLDABLE_LINEAR):
-                return None
+            if not isinstance(child, _FOLDABLE_LINEAR) or getattr(child, "groups", 1) != 1:
+                return None  # grouped convs would mix the concatenated variants' channels
             pre = nn.Sequential(*[c for _, c in children[:i]])
             return pre, (name, child), children[i + 1:]
     return None

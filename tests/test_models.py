@@ -58,7 +58,7 @@ def test_fresh_state_is_a_seeded_draw_of_the_default_initializers():
 def test_other_models_are_grouped_per_top_level_module():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     units = inventory(model)
-    assert [(u.name, u.rule) for u in units] == [("1", "per top-level module"), ("3", "per top-level module")]
+    assert [(u.name, u.rule) for u in units] == [("1", "per block"), ("3", "per block")]
 
 
 def test_fullmodel_is_reserved():
