@@ -18,8 +18,8 @@ sharing.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -72,12 +72,23 @@ def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final
     tallies = {(i, s): _Tally() for i in range(len(variants)) for s in splits}
     batches = [(split, start) for split, (x, _) in splits.items() for start in range(0, len(x), plan.batch)]
     walk = _chain_batch if chain else _general_batch
-    for split, start in tqdm(batches, desc=progress, unit="batch", disable=None if progress else True):
-        x, y = splits[split]
-        xb, yb = x[start:start + plan.batch].to(device), y[start:start + plan.batch].to(device)
-        with torch.no_grad():
+    with torch.no_grad(), _full_precision():
+        for split, start in tqdm(batches, desc=progress, unit="batch", disable=None if progress else True):
+            x, y = splits[split]
+            xb, yb = x[start:start + plan.batch].to(device), y[start:start + plan.batch].to(device)
             walk(model, units, final, sources, variants, plan, xb, yb, split, tallies, bn_stats)
     return [result_row(v, bn_stats, s, tallies[i, s].result()) for i, v in enumerate(variants) for s in splits]
+
+
+@contextlib.contextmanager
+def _full_precision():
+    """No TF32 on CUDA (cuDNN uses it for convs by default): probes measure the float32 model."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 # ---------------------------------------------------------------------------------------------

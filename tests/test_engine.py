@@ -101,23 +101,28 @@ def assert_same_rows(expected, actual, loss_rel=1e-9, error_slack=0.0):
         assert a["loss"] == pytest.approx(e["loss"], rel=loss_rel), (e, a)
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 @pytest.mark.parametrize("bn_stats", ["same_source", "trained"])
-def test_engine_equals_reference_for_every_probe(name, bn_stats):
+@pytest.mark.parametrize("device", DEVICES)
+def test_engine_equals_reference_for_every_probe(name, bn_stats, device):
     model, units, checkpoints, source, splits = setting(name)
     variants = every_probe(units)
     expected = reference.evaluate(model, units, variants, checkpoints[5], source, splits, bn_stats)
-    actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, bn_stats, device="cpu")
+    actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, bn_stats, device=device)
     assert_same_rows(expected, actual)
     assert {r["probe"] for r in actual} == {"reinit", "rerandomize", "interpolate", "criticality", "joint"}
 
 
 @pytest.mark.parametrize("name", ["fcn", "vgg_bn"])
-def test_engine_in_float32_matches_within_one_prediction(name):
+@pytest.mark.parametrize("device", DEVICES)
+def test_engine_in_float32_matches_within_one_prediction(name, device):
     model, units, checkpoints, source, splits = setting(name, torch.float32)
     variants = probes.reinit(units, [0, 1]) + probes.interpolate(units, [0.0, 0.5, 1.0])
     expected = reference.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source")
-    actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
+    actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device=device)
     assert_same_rows(expected, actual, loss_rel=1e-4, error_slack=1 / 41)
 
 
