@@ -37,7 +37,8 @@ from layerprobe.reference import Splits, result_row
 from layerprobe.units import Unit
 
 _FOLDABLE_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # outputs linear in (weight, bias)
-_MIN_BATCH = 256  # inputs per batch below which GEMMs get too thin to be worth a bigger K
+_CACHE_BYTES = 16 * 2**20  # activations per slice: a slice's suffix streams through the cache
+_MIN_ROWS = 256  # rows (variants × inputs) per slice below which GEMMs get too thin
 
 
 class MemoryBudgetError(ValueError):
@@ -67,7 +68,7 @@ def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final
     final = on_device(final)
     sources = {key: on_device(state) for key, state in sources.items()}
     chain = isinstance(model, UnitChain) and [u.name for u in units] == list(model.unit_names)
-    plan = _Plan(model, units, final, variants, splits, bn_stats, memory_budget, chain)
+    plan = _Plan(model, units, final, variants, splits, memory_budget, chain)
 
     tallies = {(i, s): _Tally() for i in range(len(variants)) for s in splits}
     batches = [(split, start) for split, (x, _) in splits.items() for start in range(0, len(x), plan.batch)]
@@ -161,16 +162,21 @@ def _agree(pred: torch.Tensor, reference: torch.Tensor, ids: list[int], split: s
 
 @dataclass
 class _Plan:
+    """Two levels of batching. A *batch* of inputs is walked through the chain once; its prefix
+    activations are shared by every group. Within it, each chunk of K variants runs in *slices* of
+    about `_CACHE_BYTES` of activations (K × slice inputs), so the suffix streams through the cache
+    while the chunk's reset-unit entries are prepared once per batch. Half the budget goes to the
+    batch's prefix activations, half to a chunk: its prepared entries and one slice's work."""
     model: nn.Module
     units: list[Unit]
     final: State
     variants: list[Variant]
     splits: Splits
-    bn_stats: str
     budget: int
     chain: bool
     groups: dict[int, list[list[int]]] = field(default_factory=dict)  # first reset unit → chunks of ids
     batch: int = 0
+    slices: dict[tuple[int, ...], int] = field(default_factory=dict)  # chunk → inputs per slice
 
     def __post_init__(self) -> None:
         by_set = defaultdict(list)
@@ -178,36 +184,37 @@ class _Plan:
             # Interpolations share their start (two layer evaluations per chunk); noise comes per chunk or not.
             by_set[(v.units, v.whole, v.source if v.alpha is not None else None, v.noisy)].append(i)
         index = {u.name: u.index for u in self.units}
-        row_bytes = _row_bytes(self.model, self.splits, self.chain)
+        widest = _widest_activation(self.model, self.splits)
+        row = 4 * widest  # per input and variant: input, output and temporaries of the widest layer
         unit_bytes = {u.name: sum(self.final[k].numel() * self.final[k].element_size() for k in u.keys)
                       for u in self.units}
-        # Per variant: its rows at the widest point, and the stacked entries of its biggest reset unit
-        # (twice: the entries and their noise, or a layer's start and final outputs).
-        weights = {key: 2 * max(unit_bytes[u] for u in key[0]) if key[0] else 0 for key in by_set}
-        biggest = max(len(ids) for ids in by_set.values()) if by_set else 1
+        half = self.budget // 2
         n_max = max((len(x) for x, _ in self.splits.values()), default=1)
-        batch = min(n_max, max(1, (self.budget - biggest * max(weights.values(), default=0))
-                               // ((biggest + 1) * row_bytes)))
-        batch = max(batch, min(n_max, _MIN_BATCH))
-        while True:
-            room = {key: (self.budget - batch * row_bytes) // (batch * row_bytes + weights[key]) for key in by_set}
-            if all(r >= 1 for r in room.values()) or batch == 1:
-                break
-            batch = max(1, batch // 2)
-        if any(r < 1 for r in room.values()):
-            need = row_bytes * 2 + max(weights.values())
-            raise MemoryBudgetError(f"engine.memory_budget of {self.budget / 2**20:.1f} MB cannot hold one variant "
-                                    f"on one input (about {need / 2**20:.1f} MB needed); raise it")
-        self.batch = batch
+        self.batch = max(1, min(n_max, half // row))
+        rows = max(1, min(max(_MIN_ROWS, _CACHE_BYTES // widest), half // (2 * row)))
         for key, ids in by_set.items():
+            # A variant's prepared entries: its reset units, twice (the entries and their noise, or a
+            # layer's transposed copy); an α chunk also holds the start and final weights.
+            weights = 2 * sum(unit_bytes[u] for u in key[0])
+            k = min(len(ids), (half - rows * row - 2 * weights) // weights if weights else len(ids))
+            if k < 1 or self.batch * row > half:
+                need = 2 * (row + 3 * weights)
+                raise MemoryBudgetError(f"engine.memory_budget of {_size(self.budget)} cannot hold one variant on "
+                                        f"one input (about {_size(need)} needed); raise it")
             first = min(index[u] for u in key[0]) if self.chain and key[0] else 0
-            k = max(1, int(room[key]))
-            self.groups.setdefault(first, []).extend(ids[s:s + k] for s in range(0, len(ids), k))
+            for s in range(0, len(ids), k):
+                chunk = ids[s:s + k]
+                self.groups.setdefault(first, []).append(chunk)
+                self.slices[tuple(chunk)] = max(1, rows // len(chunk))
 
 
-def _row_bytes(model: nn.Module, splits: Splits, chain: bool) -> int:
-    """Working bytes per input and variant: a few times the widest activation (one forward of one input)."""
-    widest = 0
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
+
+
+def _widest_activation(model: nn.Module, splits: Splits) -> int:
+    """Bytes per input of the widest activation (one forward of one input through every layer)."""
+    widest = 1
 
     def hook(_module, inputs, output):
         nonlocal widest
@@ -225,7 +232,7 @@ def _row_bytes(model: nn.Module, splits: Splits, chain: bool) -> int:
     finally:
         for h in handles:
             h.remove()
-    return 4 * widest  # the input, the output and a temporary of the widest layer, with slack
+    return widest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,20 +284,23 @@ def _chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dic
         for chunk_ids in plan.groups.get(u.index, []):
             chunk = [variants[i] for i in chunk_ids]
             noise = [probes.noise(v, units, final) for v in chunk] if chunk[0].noisy else None
-            k, b = len(chunk), len(x)
-            z, folded = _first_unit(u, modules[u.name], unit_state[u.name], chunk, final, sources, bn_stats, noise, h)
-            for later in units[u.index + 1:]:
-                if later.name in chunk[0].units:
-                    if folded:
-                        z = z.unflatten(0, (k, b))
-                    stacked = _local(_stacked(later, chunk, final, sources, bn_stats, noise), later.name)
-                    z, folded = _run_stacked(modules[later.name], unit_state[later.name], stacked, z, True), False
-                else:
-                    if not folded:
-                        z = z.flatten(0, 1)
-                    z, folded = shared(later, z), True
-            logits = z.unflatten(0, (k, b)) if folded else z
-            pending.append((_tally(logits, y, chunk_ids, split, tallies), chunk_ids))
+            first = _first_unit(u, modules[u.name], unit_state[u.name], chunk, final, sources, bn_stats, noise)
+            later = [(after, _stacked(after, chunk, final, sources, bn_stats, noise)
+                      if after.name in chunk[0].units else None) for after in units[u.index + 1:]]
+            step, predictions = plan.slices[tuple(chunk_ids)], []
+            for s in range(0, len(h), step):
+                z, folded = first(h[s:s + step]), False
+                k, b = z.shape[:2]
+                for after, stacked in later:
+                    if stacked is not None:  # reset in this chunk too: per-variant entries
+                        z = z.unflatten(0, (k, b)) if folded else z
+                        z, folded = _run_stacked(modules[after.name], unit_state[after.name],
+                                                 _local(stacked, after.name), z, True), False
+                    else:  # shared weights: the K variants folded into the batch, one call
+                        z, folded = shared(after, z if folded else z.flatten(0, 1)), True
+                logits = z.unflatten(0, (k, b)) if folded else z
+                predictions.append(_tally(logits, y[s:s + step], chunk_ids, split, tallies))
+            pending.append((torch.cat(predictions, dim=1), chunk_ids))
         h = shared(u, h)
     # The walk ends with the final model's logits: agreement is counted without a forward of its own.
     reference = h.argmax(dim=1)
@@ -299,45 +309,58 @@ def _chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dic
 
 
 def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant], final: State, sources: dict,
-                bn_stats: str, noise: list[dict] | None, h: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """The chunk's K outputs of its first reset unit on the shared input h: (K, B, ...), not folded.
+                bn_stats: str, noise: list[dict] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function giving the chunk's K outputs (K, B, ...) of its first reset unit on a shared input.
 
-    When the unit opens with a linear or conv layer, that layer runs once for all variants, their
-    weights concatenated along the output features (one dense GEMM/conv, not K small or grouped
-    ones); for an α grid only the start and final weights are needed, mixed afterwards.
+    Its entries are prepared once. When the unit opens with a linear or conv layer, that layer runs
+    once for all K variants: a batched GEMM on the shared input (Linear) or one dense conv with
+    their weights concatenated along the output channels; an α grid needs only its start and
+    final weights, mixed afterwards as z_start + α·(z_final − z_start).
     """
     layers = _linear_split(module)
     if layers is None:
         stacked = _local(_stacked(unit, chunk, final, sources, bn_stats, noise), unit.name)
-        return _run_stacked(module, state, stacked, h, False), False
+        return lambda h: _run_stacked(module, state, stacked, h, False)
     pre, (name, layer), rest = layers
-    a = pre(h)
     keys = [k for k in state if k.startswith(name + ".")]  # the layer's weight (and bias), unit-local
     cut = len(name) + 1
     if chunk[0].alpha is None:
-        z = _concatenated(layer, [{k[cut:]: entries[k] for k in keys}
-                                  for entries in _per_variant(unit, chunk, final, sources, noise, keys)], a)
+        sets = [{k[cut:]: e[k] for k in keys} for e in _per_variant(unit, chunk, final, sources, noise, keys)]
+        run_layer = _batched_layer(layer, sets)
     else:
         # One source for the chunk (the plan groups interpolations by it): start and final, then mix.
         start = _local(sources[chunk[0].source], unit.name)
-        ends = _concatenated(layer, [{k[cut:]: start[k] for k in keys}, {k[cut:]: state[k] for k in keys}], a)
-        shape = (-1, *[1] * (ends.dim() - 1))
-        alphas = torch.tensor([v.alpha for v in chunk], dtype=ends.dtype, device=ends.device).view(shape)
-        z = torch.addcmul(ends[:1], alphas, ends[1:] - ends[:1])
-        if noise is not None:
-            sigmas = torch.tensor([v.sigma for v in chunk], dtype=z.dtype, device=z.device).view(shape)
-            z = z + sigmas * _concatenated(layer, [{k[cut:]: e[f"{unit.name}.{k}"].to(a.device) for k in keys}
-                                                   for e in noise], a)
-    k, b = z.shape[:2]
+        ends = _batched_layer(layer, [{k[cut:]: start[k] for k in keys}, {k[cut:]: state[k] for k in keys}])
+        device = state[keys[0]].device
+        alphas = torch.tensor([v.alpha for v in chunk], dtype=state[keys[0]].dtype, device=device)
+        sigmas = torch.tensor([v.sigma or 0.0 for v in chunk], dtype=alphas.dtype, device=device)
+        perturb = _batched_layer(layer, [{k[cut:]: e[f"{unit.name}.{k}"].to(device) for k in keys}
+                                         for e in noise]) if noise is not None else None
+
+        def run_layer(a: torch.Tensor) -> torch.Tensor:
+            z = ends(a)
+            shape = (-1, *[1] * (z.dim() - 1))
+            z = torch.addcmul(z[:1], alphas.view(shape), z[1:] - z[:1])
+            return z if perturb is None else z.add_(sigmas.view(shape) * perturb(a))
+
+    rest_entries = []
     for child_name, child in rest:
         child_keys = tuple(f"{unit.name}.{child_name}.{k}" for k in
                            [*dict(child.named_parameters()), *dict(child.named_buffers())])
         stacked = _local(_stacked(unit, chunk, final, sources, bn_stats, noise, child_keys), f"{unit.name}.{child_name}")
-        if stacked:
-            z = _run_stacked(child, _local(state, child_name), stacked, z, True)
-        else:
-            z = functional_call(child, _local(state, child_name), (z.flatten(0, 1),)).unflatten(0, (k, b))
-    return z, False
+        rest_entries.append((child, _local(state, child_name), stacked))
+
+    def run(h: torch.Tensor) -> torch.Tensor:
+        z = run_layer(pre(h))
+        k, b = z.shape[:2]
+        for child, own, stacked in rest_entries:
+            if stacked:
+                z = _run_stacked(child, own, stacked, z, True)
+            else:
+                z = functional_call(child, own, (z.flatten(0, 1),)).unflatten(0, (k, b))
+        return z
+
+    return run
 
 
 def _per_variant(unit: Unit, chunk: list[Variant], final: State, sources: dict, noise: list[dict] | None,
@@ -356,12 +379,19 @@ def _per_variant(unit: Unit, chunk: list[Variant], final: State, sources: dict, 
     return out
 
 
-def _concatenated(layer: nn.Module, entries: list[dict[str, torch.Tensor]], a: torch.Tensor) -> torch.Tensor:
-    """The layer under M sets of entries on one input, as one call: (M, B, ...)."""
-    joined = {key: torch.cat([e[key] for e in entries]) for key in entries[0]}
-    out = functional_call(layer, joined, (a,))
-    channel = -1 if isinstance(layer, nn.Linear) else 1
-    return out.unflatten(channel, (len(entries), -1)).movedim(channel - 1 if channel < 0 else channel, 0)
+def _batched_layer(layer: nn.Module, sets: list[dict[str, torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The layer under M sets of entries on one shared input, as one call: a → (M, B, ...)."""
+    if isinstance(layer, nn.Linear):  # a batched GEMM writes (M, B, out) directly, with the bias fused
+        weight_t = torch.stack([e["weight"].t() for e in sets])
+        bias = torch.stack([e["bias"] for e in sets]).unsqueeze(1) if "bias" in sets[0] else None
+
+        def linear(a: torch.Tensor) -> torch.Tensor:
+            flat = a.reshape(-1, a.shape[-1]).expand(len(sets), -1, -1)
+            out = torch.baddbmm(bias, flat, weight_t) if bias is not None else torch.bmm(flat, weight_t)
+            return out.view(len(sets), *a.shape[:-1], -1)
+        return linear
+    joined = {key: torch.cat([e[key] for e in sets]) for key in sets[0]}  # convs: one dense conv
+    return lambda a: functional_call(layer, joined, (a,)).unflatten(1, (len(sets), -1)).movedim(1, 0)
 
 
 def _linear_split(module: nn.Module):
@@ -386,6 +416,7 @@ def _linear_split(module: nn.Module):
 def _general_batch(model: nn.Module, units: list[Unit], final: State, sources: dict, variants: list[Variant],
                    plan: _Plan, x: torch.Tensor, y: torch.Tensor, split: str, tallies: dict, bn_stats: str) -> None:
     reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
+    outside = set(final) - {k for u in units for k in u.keys}
     for chunks in plan.groups.values():
         for chunk_ids in chunks:
             chunk = [variants[i] for i in chunk_ids]
@@ -395,9 +426,11 @@ def _general_batch(model: nn.Module, units: list[Unit], final: State, sources: d
                 if u.name in chunk[0].units:
                     stacked.update(_stacked(u, chunk, final, sources, bn_stats, noise))
             if chunk[0].whole:  # entries outside every unit come from the source too
-                outside = set(final) - {k for u in units for k in u.keys}
                 stacked.update({k: torch.stack([probes.entry(v, k, final, sources[v.source]) for v in chunk])
                                 for k in outside})
             shared = {k: v for k, v in final.items() if k not in stacked}
-            logits = _run_stacked(model, shared, stacked, x, False)
-            _agree(_tally(logits, y, chunk_ids, split, tallies), reference, chunk_ids, split, tallies)
+            step = plan.slices[tuple(chunk_ids)]
+            for s in range(0, len(x), step):
+                logits = _run_stacked(model, shared, stacked, x[s:s + step], False)
+                _agree(_tally(logits, y[s:s + step], chunk_ids, split, tallies), reference[s:s + step], chunk_ids,
+                       split, tallies)
