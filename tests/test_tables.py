@@ -67,3 +67,54 @@ def test_read_csv_rejects_foreign_tables(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match=r"x.csv: not a layerprobe table \(missing columns"):
         tables.read_csv(tmp_path / "x.csv", tables.ROBUSTNESS)
+
+
+def criticality_inputs():
+    """Units a (moved 3 from init) and b (moved 6); baseline loss 1.0 and error 0.1 on the train subset."""
+    run = {"run": "r", "dataset": "digits", "model": "m", "seed": 0}
+    rows = [{"probe": "criticality", "unit": "fullmodel", "checkpoint": 0, "alpha": 1.0, "sigma": 0.0,
+             "split": "train", "error": 0.1, "loss": 1.0, "n": 50}]
+    # mean loss per (unit, α, σ) over two samples; a is feasible at (0.5, 0.5) and (1, 0.5), b nowhere
+    losses = {("a", 0.5, 0.5): (1.0, 1.02), ("a", 1.0, 0.5): (0.99, 1.0), ("a", 0.5, 1.0): (1.5, 1.7),
+              ("a", 1.0, 1.0): (1.2, 1.4), ("b", 0.5, 0.5): (2.0, 2.0), ("b", 1.0, 0.5): (1.2, 1.1),
+              ("b", 0.5, 1.0): (3.0, 3.0), ("b", 1.0, 1.0): (2.5, 2.5)}
+    for (unit, alpha, sigma), pair in losses.items():
+        for k, loss in enumerate(pair):
+            rows.append({"probe": "criticality", "unit": unit, "checkpoint": 0, "alpha": alpha, "sigma": sigma,
+                         "draw": k, "draw_seed": 100 + k, "split": "train", "error": loss / 10, "loss": loss,
+                         "n": 50})
+    dist = tables.frame([{"unit": u, "source": "checkpoint", "checkpoint": e, "n_params": 4, "l2": l2}
+                         for u, moved in (("a", 3.0), ("b", 6.0)) for e, l2 in ((0, 0.0), (10, moved))],
+                        tables.DISTANCES, run)
+    return tables.frame(rows, tables.ROBUSTNESS, run), dist, run
+
+
+def test_criticality_grid_relative_tolerance(tmp_path):
+    robustness, dist, run = criticality_inputs()
+    tables.write_csv(robustness, tmp_path / "r.csv")  # what aggregate reads back
+    grid = tables.criticality(tables.read_csv(tmp_path / "r.csv", tables.ROBUSTNESS), dist)
+    assert list(grid.columns) == tables.CRITICALITY and len(grid) == 8
+    a = grid[grid.unit == "a"].set_index(["alpha", "sigma"])
+    assert a.loc[(0.5, 0.5), "mean_loss"] == pytest.approx(1.01) and a.loc[(0.5, 0.5), "samples"] == 2
+    assert a.loc[(0.5, 0.5), "threshold"] == pytest.approx(1.01) and a["feasible"].tolist() == [True, True, False, False]
+    assert a.loc[(0.5, 0.5), "score"] == pytest.approx(0.25 * 9 / 0.25)  # α²‖Δ‖²/σ² = 9
+    assert a.loc[(1.0, 0.5), "score"] == pytest.approx(36.0) and math.isnan(a.loc[(0.5, 1.0), "score"])
+    assert a["chosen"].tolist() == [True, False, False, False]
+    assert not grid.loc[grid.unit == "b", "feasible"].any() and not grid.loc[grid.unit == "b", "chosen"].any()
+
+    inventory = tables.frame([{"unit": u, "index": i, "n_params": 4, "params": f"{u}.w", "rule": "unit chain",
+                               "num_classes": 10} for i, u in enumerate("ab")], tables.INVENTORY, run)
+    units = tables.summarize_units(inventory, robustness, dist, 0.02, 0.5, grid).set_index("unit")
+    assert units.loc["a", "criticality"] == pytest.approx(9.0) and units.loc["a", "criticality_alpha"] == 0.5
+    assert math.isinf(units.loc["b", "criticality"]) and math.isinf(units.loc["a", "network_criticality"])
+
+
+def test_criticality_grid_absolute_tolerance_on_error():
+    robustness, dist, _ = criticality_inputs()
+    grid = tables.criticality(robustness, dist, measure="error", tolerance="absolute", value=0.13)
+    assert (grid["threshold"] == 0.13).all()
+    feasible = grid[grid["feasible"]]
+    assert set(zip(feasible.unit, feasible.alpha, feasible.sigma)) == {("a", 0.5, 0.5), ("a", 1.0, 0.5),
+                                                                       ("a", 1.0, 1.0), ("b", 1.0, 0.5)}
+    chosen = grid[grid["chosen"]].set_index("unit")
+    assert chosen.loc["b", "score"] == pytest.approx(36 * 4)  # b: α = 1, σ = 0.5, ‖Δ‖² = 36
