@@ -37,7 +37,7 @@ from layerprobe.reference import Splits, result_row
 from layerprobe.units import Unit
 
 _FOLDABLE_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # outputs linear in (weight, bias)
-_CACHE_BYTES = 16 * 2**20  # activations per slice: a slice's suffix streams through the cache
+_CACHE_BYTES = 32 * 2**20  # activations per slice: a slice's suffix streams through the cache
 _MIN_ROWS = 256  # rows (variants × inputs) per slice below which GEMMs get too thin
 
 
@@ -279,6 +279,15 @@ def _chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dic
     def shared(u: Unit, h: torch.Tensor) -> torch.Tensor:
         return functional_call(modules[u.name], unit_state[u.name], (h,))
 
+    def folded_call(u: Unit, z: torch.Tensor) -> torch.Tensor:
+        """A shared unit on the folded rows, which are the walk's own: its ReLUs may work in place."""
+        module = modules[u.name]
+        if not isinstance(module, nn.Sequential):
+            return shared(u, z)
+        for name, child in module.named_children():
+            z = torch.relu_(z) if _in_place(child, z) else functional_call(child, _local(unit_state[u.name], name), (z,))
+        return z
+
     h, pending = x, []
     for u in units:
         for chunk_ids in plan.groups.get(u.index, []):
@@ -297,7 +306,7 @@ def _chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dic
                         z, folded = _run_stacked(modules[after.name], unit_state[after.name],
                                                  _local(stacked, after.name), z, True), False
                     else:  # shared weights: the K variants folded into the batch, one call
-                        z, folded = shared(after, z if folded else z.flatten(0, 1)), True
+                        z, folded = folded_call(after, z if folded else z.flatten(0, 1)), True
                 logits = z.unflatten(0, (k, b)) if folded else z
                 predictions.append(_tally(logits, y[s:s + step], chunk_ids, split, tallies))
             pending.append((torch.cat(predictions, dim=1), chunk_ids))
@@ -357,7 +366,9 @@ def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant]
             if stacked:
                 z = _run_stacked(child, own, stacked, z, True)
             else:
-                z = functional_call(child, own, (z.flatten(0, 1),)).unflatten(0, (k, b))
+                z = z.flatten(0, 1)
+                z = torch.relu_(z) if _in_place(child, z) else functional_call(child, own, (z,))
+                z = z.unflatten(0, (k, b))
         return z
 
     return run
@@ -392,6 +403,11 @@ def _batched_layer(layer: nn.Module, sets: list[dict[str, torch.Tensor]]) -> Cal
         return linear
     joined = {key: torch.cat([e[key] for e in sets]) for key in sets[0]}  # convs: one dense conv
     return lambda a: functional_call(layer, joined, (a,)).unflatten(1, (len(sets), -1)).movedim(1, 0)
+
+
+def _in_place(child: nn.Module, z: torch.Tensor) -> bool:
+    """A ReLU may overwrite z when z is a tensor the walk made (not a view of a shared input)."""
+    return type(child) is nn.ReLU and z._base is None
 
 
 def _linear_split(module: nn.Module):

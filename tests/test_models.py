@@ -40,6 +40,30 @@ def test_build_from_config_entry_and_unknown_name():
         models.build({"name": "resnet"}, (1, 8, 8), 10)
 
 
+@pytest.mark.parametrize("name, blocks", [("vgg11", [1, 1, 2, 2, 2]), ("vgg13", [2, 2, 2, 2, 2]),
+                                          ("vgg16", [2, 2, 3, 3, 3]), ("vgg19", [2, 2, 4, 4, 4])])
+def test_paper_vggs(name, blocks):
+    model = models.build({"name": name, "batch_norm": True}, (3, 32, 32), 10)
+    expected = [f"stage{s}.block{b}" for s, n in enumerate(blocks, 1) for b in range(1, n + 1)]
+    assert [u.name for u in inventory(model)] == expected + ["fc1", "fc2", "final_linear"]
+    assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("depth, blocks, params", [(18, [2, 2, 2, 2], 11_173_962), (34, [3, 4, 6, 3], 21_282_122),
+                                                   (50, [3, 4, 6, 3], 23_520_842)])
+@pytest.mark.parametrize("stem, size", [("cifar", 32), ("imagenet", 64)])
+def test_paper_resnets(depth, blocks, params, stem, size):
+    model = models.build({"name": f"resnet{depth}", "stem": stem}, (3, size, size), 10)
+    units = inventory(model)
+    expected = [f"stage{s}.resblk{b}" for s, n in enumerate(blocks, 1) for b in range(1, n + 1)]
+    assert [u.name for u in units] == ["stage0"] + expected + ["final_linear"]
+    # torchvision's CIFAR-style ResNets with 10 classes have these sizes (stem conv 3x3 or 7x7 differs)
+    stem_extra = 0 if stem == "cifar" else 64 * 3 * (49 - 9)
+    assert sum(u.n_params for u in units) == params + stem_extra
+    assert units[-1].params == ("final_linear.linear.weight", "final_linear.linear.bias")
+    assert model.eval()(torch.zeros(2, 3, size, size)).shape == (2, 10)
+
+
 def test_unit_lookup_names_the_units():
     model = models.fcn((1, 8, 8), 10, depth=1, width=8)
     with pytest.raises(KeyError, match="layer9.*layer1, layer2"):
