@@ -68,7 +68,7 @@ def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final
     final = on_device(final)
     sources = {key: on_device(state) for key, state in sources.items()}
     chain = isinstance(model, UnitChain) and [u.name for u in units] == list(model.unit_names)
-    plan = _Plan(model, units, final, variants, splits, memory_budget, chain)
+    plan = _Plan(model, units, final, variants, splits, memory_budget, chain, device)
 
     tallies = {(i, s): _Tally() for i in range(len(variants)) for s in splits}
     batches = [(split, start) for split, (x, _) in splits.items() for start in range(0, len(x), plan.batch)]
@@ -163,9 +163,10 @@ def _agree(pred: torch.Tensor, reference: torch.Tensor, ids: list[int], split: s
 @dataclass
 class _Plan:
     """Two levels of batching. A *batch* of inputs is walked through the chain once; its prefix
-    activations are shared by every group. Within it, each chunk of K variants runs in *slices* of
-    about `_CACHE_BYTES` of activations (K × slice inputs), so the suffix streams through the cache
-    while the chunk's reset-unit entries are prepared once per batch. Half the budget goes to the
+    activations are shared by every group. Within it, each chunk of K variants runs in *slices*
+    of K × slice inputs — on the CPU about `_CACHE_BYTES` of activations, so the suffix streams
+    through the cache, on a GPU as many as fit — while the chunk's reset-unit entries are prepared
+    once per batch. Half the budget goes to the
     batch's prefix activations, half to a chunk: its prepared entries and one slice's work."""
     model: nn.Module
     units: list[Unit]
@@ -174,6 +175,7 @@ class _Plan:
     splits: Splits
     budget: int
     chain: bool
+    device: torch.device
     groups: dict[int, list[list[int]]] = field(default_factory=dict)  # first reset unit → chunks of ids
     batch: int = 0
     slices: dict[tuple[int, ...], int] = field(default_factory=dict)  # chunk → inputs per slice
@@ -191,7 +193,9 @@ class _Plan:
         half = self.budget // 2
         n_max = max((len(x) for x, _ in self.splits.values()), default=1)
         self.batch = max(1, min(n_max, half // row))
-        rows = max(1, min(max(_MIN_ROWS, _CACHE_BYTES // widest), half // (2 * row)))
+        rows = max(1, half // (2 * row))
+        if self.device.type == "cpu":  # a GPU wants big calls; a CPU, slices that stay in its cache
+            rows = min(rows, max(_MIN_ROWS, _CACHE_BYTES // widest))
         for key, ids in by_set.items():
             # A variant's prepared entries: its reset units, twice (the entries and their noise, or a
             # layer's transposed copy); an α chunk also holds the start and final weights.
