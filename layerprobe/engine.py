@@ -2,15 +2,17 @@
 
 For a chain of units (models.UnitChain) the variants are grouped by the set of units they reset;
 a group whose first reset unit is d shares the prefix (units before d), so that is computed once
-per batch of inputs and reused by every group starting at d. The group's K variants then run the
-reset unit in one batched call (their stacked entries, torch.func.vmap) and are folded into the
-batch dimension for every later unit whose weights they share, so each such unit is one large
-GEMM/conv instead of K small ones. Linear and conv layers are linear in their weights, so an α
-grid (interpolation, criticality) costs two evaluations of the reset layer, not one per α:
+per batch of inputs and reused by every group starting at d. A chunk of K variants of a group
+then runs its reset unit in one call: a batched GEMM or one dense conv over their weights, or
+torch.func.vmap over their stacked entries. The K variants are folded into the batch dimension
+for every later unit whose weights they share, so each such unit is one large GEMM/conv instead
+of K small ones. Linear and conv layers are linear in their weights, so an α grid
+(interpolation, criticality) costs two evaluations of the reset layer, not one per α:
     W(α)·a + b(α) = z_start + α·(z_final − z_start).
-Logits are reduced to correct / loss / agreement counts per chunk and dropped. K and the number
-of inputs per batch are chosen so the working set stays within `memory_budget` bytes; at most K
-copies of one unit's entries exist at a time.
+Logits are reduced to correct / loss / agreement counts at once and dropped. `_Plan` sizes the
+batches, chunks and slices so the working set stays within `memory_budget` bytes; a chunk holds
+the prepared entries of its reset units only, so K copies of a whole model arise only for
+whole-model variants, and then only as many as the budget allows.
 
 Any other model goes through the general path: vmap of functional_call over the K variants'
 stacked reset entries, shared entries passed once — correct for any architecture, without prefix
@@ -167,7 +169,8 @@ class _Plan:
     of K × slice inputs — on the CPU about `_CACHE_BYTES` of activations, so the suffix streams
     through the cache, on a GPU as many as fit — while the chunk's reset-unit entries are prepared
     once per batch. Half the budget goes to the
-    batch's prefix activations, half to a chunk: its prepared entries and one slice's work."""
+    batch's prefix activations, half to a chunk: its prepared entries and one slice's work (on the
+    CPU, half of that again: the allocator's retention)."""
     model: nn.Module
     units: list[Unit]
     final: State
@@ -190,7 +193,10 @@ class _Plan:
         row = 4 * widest  # per input and variant: input, output and temporaries of the widest layer
         unit_bytes = {u.name: sum(self.final[k].numel() * self.final[k].element_size() for k in u.keys)
                       for u in self.units}
-        half = self.budget // 2
+        # On the CPU, glibc keeps freed heap blocks (its mmap threshold grows to 32 MB with the first
+        # large frees), so the resident set runs to about twice the live tensors: plan for half.
+        usable = self.budget // 2 if self.device.type == "cpu" else self.budget
+        half = usable // 2
         n_max = max((len(x) for x, _ in self.splits.values()), default=1)
         self.batch = max(1, min(n_max, half // row))
         rows = max(1, half // (2 * row))
@@ -397,7 +403,7 @@ def _per_variant(unit: Unit, chunk: list[Variant], final: State, sources: dict, 
 def _batched_layer(layer: nn.Module, sets: list[dict[str, torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
     """The layer under M sets of entries on one shared input, as one call: a → (M, B, ...)."""
     if isinstance(layer, nn.Linear):  # a batched GEMM writes (M, B, out) directly, with the bias fused
-        weight_t = torch.stack([e["weight"].t() for e in sets])
+        weight_t = torch.stack([e["weight"] for e in sets]).transpose(1, 2)  # a view: BLAS reads it transposed
         bias = torch.stack([e["bias"] for e in sets]).unsqueeze(1) if "bias" in sets[0] else None
 
         def linear(a: torch.Tensor) -> torch.Tensor:
