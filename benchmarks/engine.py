@@ -28,7 +28,8 @@ final state last; inputs are standard normal, labels the final model's predictio
   b  the same FCN, a 21-point α grid from checkpoint 0 to the final state × every unit
   c  VGG (3×32×32; stages 32, 64, 128; fc 256; batch norm), N = 2,000, 5 checkpoints × every unit
   d  the VGG, 100 checkpoints × 5 units = 500 variants, N = 1,000, the engine under a 512 MB budget
-     in a fresh child process, its peak memory measured (vmap not timed on the CPU: too slow)
+     in a fresh child process (MALLOC_ARENA_MAX=1: glibc's per-thread arenas would otherwise keep
+     freed memory), its peak memory measured (vmap not timed on the CPU: too slow)
 
 Timing: each evaluator is first called once on a small warm-up (2 variants, the first 1,000
 inputs), then timed over one full call (time.perf_counter, torch.cuda.synchronize on CUDA).
@@ -178,6 +179,7 @@ FULL = {"a": dict(n=10_000, checkpoints=20), "b": dict(n=10_000, grid=21),
         "c": dict(n=2_000, checkpoints=5), "d": dict(n=1_000, checkpoints=100)}
 QUICK = {"a": dict(n=1_000, checkpoints=3), "b": dict(n=1_000, grid=4),
          "c": dict(n=200, checkpoints=3), "d": dict(n=100, checkpoints=20)}
+ARENAS = "MALLOC_ARENA_MAX"
 MEMORY_CASES = {"d": 512 * 2**20}  # case → the engine's memory budget there, measured in a child process
 
 
@@ -422,8 +424,19 @@ def _trim() -> None:
 
 def engine_in_child(letter: str, sizes: dict, device: torch.device, threads: int, budget: int):
     """(seconds, peak MB, rows) of the engine on a case built in a fresh process."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_child, letter, sizes, str(device), threads, budget).result()
+    # glibc gives every thread its own heap arena, and each keeps the memory freed into it: with
+    # torch's worker threads the resident set of a long run creeps to 2-3x the live tensors. One
+    # arena (a standard glibc setting, read when a process starts) makes it track what is allocated.
+    saved = os.environ.get(ARENAS)
+    os.environ[ARENAS] = "1"
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(_child, letter, sizes, str(device), threads, budget).result()
+    finally:
+        if saved is None:
+            os.environ.pop(ARENAS)
+        else:
+            os.environ[ARENAS] = saved
 
 
 def _child(letter: str, sizes: dict, device: str, threads: int, budget: int):

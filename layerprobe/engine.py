@@ -64,6 +64,8 @@ def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final
     """
     device = resolve_device(device)
     _check(units, variants, bn_stats)
+    if not variants:
+        return []
     sources = _load_sources(variants, source)
     model = copy.deepcopy(model).eval().to(device)  # the architecture only; weights come from states
     on_device = lambda state: {k: v.to(device) for k, v in state.items()}  # noqa: E731
@@ -166,11 +168,11 @@ def _agree(pred: torch.Tensor, reference: torch.Tensor, ids: list[int], split: s
 class _Plan:
     """Two levels of batching. A *batch* of inputs is walked through the chain once; its prefix
     activations are shared by every group. Within it, each chunk of K variants runs in *slices*
-    of K × slice inputs — on the CPU about `_CACHE_BYTES` of activations, so the suffix streams
-    through the cache, on a GPU as many as fit — while the chunk's reset-unit entries are prepared
-    once per batch. Half the budget goes to the
-    batch's prefix activations, half to a chunk: its prepared entries and one slice's work (on the
-    CPU, half of that again: the allocator's retention)."""
+    of K × slice inputs (on the CPU about `_CACHE_BYTES` of activations, so the suffix streams
+    through the cache; on a GPU as many as fit), while the chunk's reset entries are prepared once
+    per batch. Half the budget goes to the batch's prefix activations, half to a chunk: its
+    prepared entries and one slice's work. On the CPU the budget is halved first, for what the
+    allocator retains."""
     model: nn.Module
     units: list[Unit]
     final: State
@@ -193,8 +195,8 @@ class _Plan:
         row = 4 * widest  # per input and variant: input, output and temporaries of the widest layer
         unit_bytes = {u.name: sum(self.final[k].numel() * self.final[k].element_size() for k in u.keys)
                       for u in self.units}
-        # On the CPU, glibc keeps freed heap blocks (its mmap threshold grows to 32 MB with the first
-        # large frees), so the resident set runs to about twice the live tensors: plan for half.
+        # On the CPU the allocator keeps freed heap blocks (glibc: per thread arena, and blocks up to
+        # its grown mmap threshold), so the resident set exceeds the live tensors: plan for half.
         usable = self.budget // 2 if self.device.type == "cpu" else self.budget
         half = usable // 2
         n_max = max((len(x) for x, _ in self.splits.values()), default=1)
@@ -203,8 +205,8 @@ class _Plan:
         if self.device.type == "cpu":  # a GPU wants big calls; a CPU, slices that stay in its cache
             rows = min(rows, max(_MIN_ROWS, _CACHE_BYTES // widest))
         for key, ids in by_set.items():
-            # A variant's prepared entries: its reset units, twice (the entries and their noise, or a
-            # layer's transposed copy); an α chunk also holds the start and final weights.
+            # A variant's prepared entries: its reset units, twice (the entries, and their noise or the
+            # copies a stack makes); an α chunk also holds the start and final weights.
             weights = 2 * sum(unit_bytes[u] for u in key[0])
             k = min(len(ids), (half - rows * row - 2 * weights) // weights if weights else len(ids))
             if k < 1 or self.batch * row > half:

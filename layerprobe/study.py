@@ -30,9 +30,11 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
 
     `checkpoints` maps epoch → state dict and must hold epoch 0 and the final epoch (the largest).
     `splits` maps split name → (inputs, labels), of which `settings["splits"]` are probed (and the
-    criticality split); `settings` is the config's `probes` section (defaults filled); `run` fills the run-level columns (run, dataset, model, seed); `categories` (the config's
-    section) decides the joint probe's robust set; `joint_groups` are the run's named sets of units;
-    `unit_rule` is inventory's rule. Every setting is checked before any evaluation.
+    criticality split); `settings` is the config's `probes` section (defaults filled); `run` fills
+    the run-level columns (run, dataset, model, seed); `categories` (the config's section) decides
+    the joint probe's robust set; `joint_groups` are the run's named sets of units; `unit_rule` is
+    inventory's rule. Every setting is checked before any evaluation. The joint sets are
+    re-randomized with the same draws as single units, so only when re-randomization is on.
     """
     model = factory()
     units = inventory(model, unit_rule)
@@ -40,8 +42,8 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
     if 0 not in checkpoints:
         raise ValueError(f"probing needs the epoch-0 checkpoint (the initialization); epochs given: {epochs}")
     final = checkpoints[epochs[-1]]
-    redraw = settings["rerandomize"]["enabled"] or settings["joint"]["enabled"]
-    seeds = draw_seeds(settings["rerandomize"]["seed"], run["seed"], settings["rerandomize"]["draws"] if redraw else 0)
+    rerandomize = settings["rerandomize"]
+    seeds = draw_seeds(rerandomize["seed"], run["seed"], rerandomize["draws"] if rerandomize["enabled"] else 0)
     drawn = [(seed, fresh_state(factory, seed)) for seed in seeds]
 
     def source(key: tuple[str, int]) -> State:
@@ -60,8 +62,7 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
     plain = []  # variants on the configured splits
     if settings["reinit"]["enabled"]:
         plain += probes.reinit(units, epochs)
-    if settings["rerandomize"]["enabled"]:
-        plain += probes.rerandomize(units, seeds)
+    plain += probes.rerandomize(units, seeds)
     if settings["interpolate"]["enabled"]:
         plain += probes.interpolate(units, alpha_grid(settings["interpolate"]["alphas"]))
     joint = settings["joint"]
@@ -70,7 +71,6 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
     absent = sorted(set(joint_epochs) - set(epochs))
     if joint["enabled"] and absent:
         raise ValueError(f"probes.joint.checkpoints: no checkpoint at epoch(s) {absent}; epochs: {epochs}")
-    joint_seeds = seeds if settings["rerandomize"]["enabled"] else []
 
     rows = evaluate(plain, splits) + (evaluate(critical, subset) if critical else [])
     if joint["enabled"]:
@@ -80,7 +80,7 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
                 sets.append(("robust", robust))
             else:
                 print("joint: no unit is robust, so there is no 'robust' set to reset")
-        rows += evaluate(probes.joint(sets, joint_epochs, joint_seeds), splits)
+        rows += evaluate(probes.joint(sets, joint_epochs, seeds), splits)
     unit_rows = [{"unit": u.name, "index": u.index, "n_params": u.n_params, "params": " ".join(u.params),
                   "rule": u.rule, "num_classes": num_classes} for u in units]
     return {
@@ -126,6 +126,9 @@ def _joint_sets(units: list[Unit], groups: dict, cumulative: bool) -> list[tuple
 def _robust_units(rows: list[dict], final_epoch: int, num_classes: int, categories: dict) -> tuple[str, ...]:
     """Units whose re-initialization (τ = 0, test split) leaves them in the `robust` category."""
     test = [r for r in rows if r["probe"] == "reinit" and r["split"] == "test"]
+    if not test:
+        raise ValueError("probes.joint.robust: the robust set comes from re-initialization on the 'test' split; "
+                         "enable probes.reinit and probe a 'test' split, or set probes.joint.robust: false")
     final_error = next(r["error"] for r in test if r["unit"] == FULLMODEL and r["checkpoint"] == final_epoch)
     return tuple(r["unit"] for r in test if r["unit"] != FULLMODEL and r["checkpoint"] == 0 and tables.categorize(
         r["error"], final_error, 1.0 - 1.0 / num_classes, categories["robust_max_increase"],

@@ -1,9 +1,10 @@
 """The unit inventory: which state-dict entries make up each unit a probe resets.
 
-For a `UnitChain` a unit's entries are those under its module path. Any other model is grouped per
-top-level child module that holds parameters (the "per module" rule); children without parameters
-are skipped. Parameters are what distances are measured on; buffers (batch-norm running statistics)
-travel with their unit when it is reset.
+For a `UnitChain` a unit's entries are those under its module path. Any other model is grouped by
+a rule: "per block" (each top-level child holding parameters, the default), "per module" (each
+module holding parameters itself) or a user mapping {unit: [module paths]}; `skipped` says what no
+unit covers and why. Parameters are what distances are measured on; buffers (batch-norm running
+statistics) travel with their unit when it is reset.
 """
 from __future__ import annotations
 
