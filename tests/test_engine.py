@@ -176,3 +176,24 @@ def test_noise_is_seeded_and_fresh():
     assert all(torch.equal(first[k], again[k]) and not torch.equal(first[k], other[k]) for k in first)
     flat = torch.cat([v.flatten() for v in first.values()]).float()
     assert abs(flat.mean()) < 0.05 and abs(flat.std() - 1) < 0.05
+
+
+def test_probe_kinds_agree_where_they_coincide():
+    """α = 0 is the reset to θ⁰, α = 1 the trained model; a one-unit joint set is that unit's reset."""
+    model, units, checkpoints, source, splits = setting("vgg_bn")
+    names = [u.name for u in units]
+    variants = (probes.reinit(units, [0, 5]) + probes.interpolate(units, [0.0, 1.0])
+                + probes.joint([("one", (names[1],))], [0], []))
+    rows = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
+    pick = lambda probe, unit, **cols: [r for r in rows if r["probe"] == probe and r["unit"] == unit  # noqa: E731
+                                        and all(r[k] == v for k, v in cols.items())]
+    for unit in names:
+        for split in splits:
+            at_init = pick("reinit", unit, checkpoint=0, split=split)[0]
+            trained = pick("reinit", unit, checkpoint=5, split=split)[0]
+            assert pick("interpolate", unit, alpha=0.0, split=split)[0]["error"] == at_init["error"]
+            assert pick("interpolate", unit, alpha=1.0, split=split)[0]["error"] == trained["error"]
+            assert trained["agreement"] == 1.0
+    for split in splits:
+        assert pick("joint", "one", checkpoint=0, split=split)[0]["error"] == \
+            pick("reinit", names[1], checkpoint=0, split=split)[0]["error"]
