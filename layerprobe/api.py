@@ -49,9 +49,10 @@ def probe(model: nn.Module | Callable[[], nn.Module], checkpoints: Mapping[int, 
     data = {"test": data} if isinstance(data, tuple) else dict(data)
     settings = config.section("probes", _for_data(probes or {}, data))
     x, _ = next(iter(data.values()))
+    architecture = factory().eval()
     with torch.no_grad():
-        num_classes = factory().eval()(x[:1]).shape[-1]
-    run = {"run": name, "dataset": "", "model": type(factory()).__name__, "seed": seed}
+        num_classes = architecture(x[:1]).shape[-1]
+    run = {"run": name, "dataset": "", "model": type(architecture).__name__, "seed": seed}
     results = study.probe_run(factory, dict(checkpoints), data, settings, run, num_classes,
                               categories=config.section("categories", categories), joint_groups=joint_groups,
                               device=device, memory_budget=config.parse_bytes(memory_budget), unit_rule=unit_rule,

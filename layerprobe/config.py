@@ -47,16 +47,20 @@ def _where(path) -> str:
 
 def validate(config: dict, schema_path: str | Path) -> dict:
     """A validated copy of `config` with every default filled in; ConfigError lists what is wrong."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
     config = copy.deepcopy(config)
-    validator = _filling_defaults(jsonschema.Draft7Validator)(schema)
-    problems = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    messages = [f"{_where(e.absolute_path)}: {e.message}" for e in problems]
+    messages = _problems(yaml.safe_load(Path(schema_path).read_text()), config)
     if not messages:
         messages = _cross_checks(config)
     if messages:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages))
     return config
+
+
+def _problems(schema: dict, instance: dict) -> list[str]:
+    """Fill `instance`'s defaults in place; one message per schema violation, naming its key."""
+    validator = _filling_defaults(jsonschema.Draft7Validator)(schema)
+    problems = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    return [f"{_where(e.absolute_path)}: {e.message}" for e in problems]
 
 
 def _cross_checks(config: dict) -> list[str]:
@@ -103,10 +107,9 @@ def section(name: str, values: dict | None = None, schema_path: str | Path = SCH
     schema = yaml.safe_load(Path(schema_path).read_text())
     wrapper = {"type": "object", "properties": {name: schema["properties"][name]}, "additionalProperties": False}
     instance = {name: copy.deepcopy(values or {})}
-    problems = list(_filling_defaults(jsonschema.Draft7Validator)(wrapper).iter_errors(instance))
-    if problems:
-        raise ConfigError(f"invalid {name} settings:\n  " + "\n  ".join(f"{_where(e.absolute_path)}: {e.message}"
-                                                                         for e in problems))
+    messages = _problems(wrapper, instance)
+    if messages:
+        raise ConfigError(f"invalid {name} settings:\n  " + "\n  ".join(messages))
     return instance[name]
 
 

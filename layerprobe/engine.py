@@ -343,20 +343,24 @@ def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant]
         stacked = _local(_stacked(unit, chunk, final, sources, bn_stats, noise), unit.name)
         return lambda h: _run_stacked(module, state, stacked, h, False)
     pre, (name, layer), rest = layers
-    keys = [k for k in state if k.startswith(name + ".")]  # the layer's weight (and bias), unit-local
-    cut = len(name) + 1
+
+    def stacked_of(child: str, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The chunk's reset entries of one child layer, stacked, by the names the child knows."""
+        prefix = f"{unit.name}.{child}"
+        keys = tuple(f"{prefix}.{k}" for k, _ in [*module.named_parameters(), *module.named_buffers()])
+        return _local(_stacked(unit, chunk, final, sources, bn_stats, noise, keys), prefix)
+
     if chunk[0].alpha is None:
-        sets = [{k[cut:]: e[k] for k in keys} for e in _per_variant(unit, chunk, final, sources, noise, keys)]
-        run_layer = _batched_layer(layer, sets)
+        run_layer = _batched_layer(layer, stacked_of(name, layer))
     else:
         # One source for the chunk (the plan groups interpolations by it): start and final, then mix.
-        start = _local(sources[chunk[0].source], unit.name)
-        ends = _batched_layer(layer, [{k[cut:]: start[k] for k in keys}, {k[cut:]: state[k] for k in keys}])
-        device = state[keys[0]].device
-        alphas = torch.tensor([v.alpha for v in chunk], dtype=state[keys[0]].dtype, device=device)
-        sigmas = torch.tensor([v.sigma or 0.0 for v in chunk], dtype=alphas.dtype, device=device)
-        perturb = _batched_layer(layer, [{k[cut:]: e[f"{unit.name}.{k}"].to(device) for k in keys}
-                                         for e in noise]) if noise is not None else None
+        start, trained = _local(sources[chunk[0].source], f"{unit.name}.{name}"), _local(state, name)
+        ends = _batched_layer(layer, {k: torch.stack([start[k], trained[k]]) for k in trained})
+        device, dtype = trained["weight"].device, trained["weight"].dtype
+        alphas = torch.tensor([v.alpha for v in chunk], dtype=dtype, device=device)
+        sigmas = torch.tensor([v.sigma or 0.0 for v in chunk], dtype=dtype, device=device)
+        perturb = _batched_layer(layer, {k: torch.stack([e[f"{unit.name}.{name}.{k}"] for e in noise]).to(device)
+                                         for k in trained}) if noise is not None else None
 
         def run_layer(a: torch.Tensor) -> torch.Tensor:
             z = ends(a)
@@ -364,12 +368,7 @@ def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant]
             z = torch.addcmul(z[:1], alphas.view(shape), z[1:] - z[:1])
             return z if perturb is None else z.add_(sigmas.view(shape) * perturb(a))
 
-    rest_entries = []
-    for child_name, child in rest:
-        child_keys = tuple(f"{unit.name}.{child_name}.{k}" for k in
-                           [*dict(child.named_parameters()), *dict(child.named_buffers())])
-        stacked = _local(_stacked(unit, chunk, final, sources, bn_stats, noise, child_keys), f"{unit.name}.{child_name}")
-        rest_entries.append((child, _local(state, child_name), stacked))
+    rest_entries = [(child, _local(state, child_name), stacked_of(child_name, child)) for child_name, child in rest]
 
     def run(h: torch.Tensor) -> torch.Tensor:
         z = run_layer(pre(h))
@@ -386,35 +385,20 @@ def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant]
     return run
 
 
-def _per_variant(unit: Unit, chunk: list[Variant], final: State, sources: dict, noise: list[dict] | None,
-                 keys: list[str]) -> list[dict[str, torch.Tensor]]:
-    """Each variant's values of the unit-local `keys` (a layer's parameters, always reset)."""
-    out = []
-    for j, v in enumerate(chunk):
-        values = {}
-        for key in keys:
-            full = f"{unit.name}.{key}"
-            value = probes.entry(v, full, final, sources[v.source])
-            if noise is not None:
-                value = value + v.sigma * noise[j][full].to(value.device)
-            values[key] = value
-        out.append(values)
-    return out
-
-
-def _batched_layer(layer: nn.Module, sets: list[dict[str, torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The layer under M sets of entries on one shared input, as one call: a → (M, B, ...)."""
+def _batched_layer(layer: nn.Module, stacked: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The layer under M stacked sets of entries (M, ...) on one shared input, as one call: a → (M, B, ...)."""
+    m = next(iter(stacked.values())).shape[0]
     if isinstance(layer, nn.Linear):  # a batched GEMM writes (M, B, out) directly, with the bias fused
-        weight_t = torch.stack([e["weight"] for e in sets]).transpose(1, 2)  # a view: BLAS reads it transposed
-        bias = torch.stack([e["bias"] for e in sets]).unsqueeze(1) if "bias" in sets[0] else None
+        weight_t = stacked["weight"].transpose(1, 2)  # a view: BLAS reads it transposed
+        bias = stacked["bias"].unsqueeze(1) if "bias" in stacked else None
 
         def linear(a: torch.Tensor) -> torch.Tensor:
-            flat = a.reshape(-1, a.shape[-1]).expand(len(sets), -1, -1)
+            flat = a.reshape(-1, a.shape[-1]).expand(m, -1, -1)
             out = torch.baddbmm(bias, flat, weight_t) if bias is not None else torch.bmm(flat, weight_t)
-            return out.view(len(sets), *a.shape[:-1], -1)
+            return out.view(m, *a.shape[:-1], -1)
         return linear
-    joined = {key: torch.cat([e[key] for e in sets]) for key in sets[0]}  # convs: one dense conv
-    return lambda a: functional_call(layer, joined, (a,)).unflatten(1, (len(sets), -1)).movedim(1, 0)
+    joined = {key: value.flatten(0, 1) for key, value in stacked.items()}  # convs: one dense conv
+    return lambda a: functional_call(layer, joined, (a,)).unflatten(1, (m, -1)).movedim(1, 0)
 
 
 def _in_place(child: nn.Module, z: torch.Tensor) -> bool:

@@ -131,5 +131,5 @@ def _robust_units(rows: list[dict], final_epoch: int, num_classes: int, categori
                          "enable probes.reinit and probe a 'test' split, or set probes.joint.robust: false")
     final_error = next(r["error"] for r in test if r["unit"] == FULLMODEL and r["checkpoint"] == final_epoch)
     return tuple(r["unit"] for r in test if r["unit"] != FULLMODEL and r["checkpoint"] == 0 and tables.categorize(
-        r["error"], final_error, 1.0 - 1.0 / num_classes, categories["robust_max_increase"],
+        r["error"], final_error, tables.chance_error(num_classes), categories["robust_max_increase"],
         categories["critical_fraction"]) == "robust")

@@ -56,6 +56,11 @@ def read_csv(path: str | Path, columns: list[str]) -> pd.DataFrame:
     return frame(df.to_dict("records"), columns)
 
 
+def chance_error(num_classes):
+    """The error of guessing uniformly among `num_classes` classes (a number or a column)."""
+    return 1.0 - 1.0 / num_classes
+
+
 def categorize(error: float, final_error: float, chance_error: float, robust_max_increase: float,
                critical_fraction: float) -> str:
     """robust: error rises by at most `robust_max_increase`; critical: at least `critical_fraction`
@@ -115,7 +120,7 @@ def summarize_units(inventory: pd.DataFrame, robustness: pd.DataFrame, distances
 
     units = (inventory.join(final.set_index("run")["error"].rename("final_test_error"), on="run")
              .join(at_init, on=keys).join(redrawn, on=keys).join(moved, on=keys))
-    units["chance_error"] = 1.0 - 1.0 / units["num_classes"]
+    units["chance_error"] = chance_error(units["num_classes"])
     if critical is not None and not critical.empty:
         # μ per unit: the chosen point's score, ∞ when no grid point is feasible; the network's is their sum.
         chosen = critical[critical["chosen"].astype(bool)].set_index(keys)
