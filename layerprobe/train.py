@@ -34,8 +34,8 @@ def checkpoint_epochs(requested: list[int], epochs: int) -> list[int]:
 
 def _log_row(model: nn.Module, data: Splits, epoch: int, lr: float, step_loss: float) -> dict:
     model.eval()
-    train = classify(model, data.x_train, data.y_train)
-    test = classify(model, data.x_test, data.y_test)
+    train = classify(model, *data.split("train"))
+    test = classify(model, *data.split("test"))
     model.train()
     return {"epoch": epoch, "lr": lr, "step_loss": step_loss, "train_loss": train["loss"],
             "train_error": train["error"], "test_loss": test["loss"], "test_error": test["error"]}
@@ -75,7 +75,7 @@ def train(factory: Callable[[], nn.Module], data: Splits, recipe: dict, seed: in
         lr = optimizer.param_groups[0]["lr"]
         total, steps = 0.0, 0
         for batch in torch.randperm(len(data.x_train), generator=order).split(recipe["batch_size"]):
-            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+            loss = F.cross_entropy(model(data.normalize(data.x_train[batch])), data.y_train[batch])
             if not math.isfinite(loss.item()):
                 kept = [e for e in save_epochs if e < epoch]
                 raise TrainingDiverged(

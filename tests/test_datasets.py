@@ -6,7 +6,8 @@ from layerprobe import datasets
 
 
 def test_digits_shapes_and_split(digits):
-    assert digits.x_train.shape[1:] == (1, 8, 8) and digits.x_train.dtype == torch.float32
+    assert digits.x_train.shape[1:] == (1, 8, 8) and digits.x_train.dtype == torch.uint8
+    assert digits.split("train")[0].dtype == torch.float32
     assert len(digits.x_train) + len(digits.x_test) == 1797
     assert len(digits.x_test) == 450
     assert digits.num_classes == 10 and set(digits.y_test.tolist()) == set(range(10))
@@ -19,9 +20,11 @@ def test_digits_split_is_stratified(digits):
 
 
 def test_digits_standardized_with_training_statistics(digits):
-    assert digits.x_train.mean().abs() < 1e-5
-    assert abs(digits.x_train.std().item() - 1) < 1e-3
-    assert digits.x_test.mean().abs() > 1e-5  # the test split is not rescaled on its own
+    x_train, x_test = digits.split("train")[0], digits.split("test")[0]
+    assert x_train.mean().abs() < 1e-5
+    assert abs(x_train.std().item() - 1) < 1e-3
+    assert x_test.mean().abs() > 1e-5  # the test split is not rescaled on its own
+    assert torch.equal(digits.normalize(digits.x_test[:5]), x_test[:5])  # batch by batch == whole
 
 
 def test_digits_deterministic_and_seeded():
