@@ -25,6 +25,7 @@ def draw_seeds(base_seed: int, run_seed: int, draws: int) -> list[int]:
 def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], splits: Splits, settings: dict,
               run: dict, num_classes: int, *, categories: dict, joint_groups: dict | None = None,
               device: str = "auto", memory_budget: int = 2 * 2**30, unit_rule: str | dict | None = None,
+              transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
               progress: bool = True) -> dict[str, pd.DataFrame]:
     """The `robustness`, `distances` and `inventory` tables of one run.
 
@@ -33,7 +34,8 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
     criticality split); `settings` is the config's `probes` section (defaults filled); `run` fills
     the run-level columns (run, dataset, model, seed); `categories` (the config's section) decides
     the joint probe's robust set; `joint_groups` are the run's named sets of units; `unit_rule` is
-    inventory's rule. Every setting is checked before any evaluation. The joint sets are
+    inventory's rule; `transform` (e.g. `datasets.Splits.normalize`) turns the inputs into the model's,
+    applied only to the examples the subsets keep. Every setting is checked before any evaluation. The joint sets are
     re-randomized with the same draws as single units, so only when re-randomization is on.
     """
     model = factory()
@@ -57,8 +59,14 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
     missing = [s for s in settings["splits"] if s not in splits]
     if missing:
         raise ValueError(f"probes.splits: no data for split(s) {missing}; splits given: {list(splits)}")
-    critical, subset = _criticality(units, splits, settings["criticality"], run["seed"])
-    splits = {s: splits[s] for s in settings["splits"]}
+    unknown = sorted(set(settings["subset"]) - set(splits))
+    if unknown:
+        raise ValueError(f"probes.subset: no data for split(s) {unknown}; splits given: {list(splits)}")
+    prepare = transform or (lambda x: x)
+    critical, subset = _criticality(units, splits, settings["criticality"], run["seed"], prepare)
+    splits = {s: subsample(*splits[s], settings["subset"].get(s), "probe subset", settings["subset_seed"], s)
+              for s in settings["splits"]}
+    splits = {s: (prepare(x), y) for s, (x, y) in splits.items()}
     plain = []  # variants on the configured splits
     if settings["reinit"]["enabled"]:
         plain += probes.reinit(units, epochs)
@@ -90,23 +98,29 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
     }
 
 
-def _criticality(units: list[Unit], splits: Splits, settings: dict, run_seed: int) -> tuple[list[probes.Variant], Splits]:
+def subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, *seed_parts) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of n examples (in their original order); all of them when n is None or ≥ their number."""
+    if n is None or n >= len(x):
+        return x, y
+    generator = torch.Generator().manual_seed(derive_seed(*seed_parts))
+    keep = torch.randperm(len(x), generator=generator)[:n].sort().values
+    return x[keep], y[keep]
+
+
+def _criticality(units: list[Unit], splits: Splits, settings: dict, run_seed: int,
+                 prepare: Callable[[torch.Tensor], torch.Tensor]) -> tuple[list[probes.Variant], Splits]:
     """Criticality variants, with recorded noise seeds, and the seeded subset they are evaluated on."""
     if not settings["enabled"]:
         return [], {}
     split = settings["split"]
     if split not in splits:
         raise ValueError(f"probes.criticality.split: {split!r} is not among the data splits {list(splits)}")
-    x, y = splits[split]
     base = (settings["seed"], run_seed)
-    if settings["subset"] is not None and settings["subset"] < len(x):
-        generator = torch.Generator().manual_seed(derive_seed("criticality subset", *base))
-        keep = torch.randperm(len(x), generator=generator)[:settings["subset"]].sort().values
-        x, y = x[keep], y[keep]
+    x, y = subsample(*splits[split], settings["subset"], "criticality subset", *base)
     alphas, sigmas = alpha_grid(settings["alphas"]), sigma_grid(settings["sigmas"])
     seeds = {(u.name, i, j, k): derive_seed("criticality", *base, u.name, i, j, k)
              for u in units for i in range(len(alphas)) for j in range(len(sigmas)) for k in range(settings["samples"])}
-    return probes.criticality(units, alphas, sigmas, seeds), {split: (x, y)}
+    return probes.criticality(units, alphas, sigmas, seeds), {split: (prepare(x), y)}
 
 
 def _joint_sets(units: list[Unit], groups: dict, cumulative: bool) -> list[tuple[str, tuple[str, ...]]]:

@@ -12,9 +12,9 @@ torch.set_num_threads(snakemake.params.torch_threads)  # fixed by config: it cha
 run, engine = snakemake.params.run, snakemake.params.engine
 data = datasets.load(snakemake.input.data)
 results = study.probe_run(model_factory(run, data), checkpoints.load_all(snakemake.input.manifest),
-                          data.splits(), snakemake.params.probes,
+                          {name: data.raw(name) for name in datasets.SPLITS}, snakemake.params.probes,
                           run_columns(run), data.num_classes, device=engine["device"],
                           memory_budget=parse_bytes(engine["memory_budget"]), categories=snakemake.params.categories,
-                          joint_groups=run["joint_groups"])
+                          joint_groups=run["joint_groups"], transform=data.normalize)
 for name, table in results.items():
     tables.write_csv(table, snakemake.output[name])

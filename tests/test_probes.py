@@ -124,3 +124,22 @@ def test_bn_stats_policy(digits):
         probes.compose(variant, units, final, source, "fresh")
     rows = reference.evaluate(model, units, [variant], final, lambda key: source, {"test": digits.split("test")}, "trained")
     assert rows[0]["bn_stats"] == "trained" and 0 <= rows[0]["error"] <= 1
+
+
+def test_subset_evaluates_the_same_seeded_examples_with_the_transform(trained, digits):
+    run, factory, states, _ = trained
+    settings = copy.deepcopy(SETTINGS) | {"subset": {"train": 100}}
+    raw = {name: digits.raw(name) for name in ("test", "train")}
+    got = study.probe_run(factory, states, raw, settings, run_columns(run), digits.num_classes,
+                          categories=CONFIG["categories"], device="cpu", progress=False,
+                          transform=digits.normalize)["robustness"]
+    assert set(got.loc[got.split == "train", "n"]) == {100} and set(got.loc[got.split == "test", "n"]) == {450}
+    # Selected from the raw images, then standardized: the same as subsampling standardized inputs.
+    x, y = study.subsample(*digits.split("train"), 100, "probe subset", settings["subset_seed"], "train")
+    model = factory()
+    model.load_state_dict(states[max(states)])
+    final = got[(got.unit == FULLMODEL) & (got.checkpoint == max(states)) & (got.split == "train")]
+    assert final.error.iloc[0] == classify(model.eval(), x, y)["error"]
+    with pytest.raises(ValueError, match=r"probes.subset: no data for split\(s\) \['valid'\]"):
+        study.probe_run(factory, states, raw, SETTINGS | {"subset": {"valid": 5}}, run_columns(run),
+                        digits.num_classes, categories=CONFIG["categories"], device="cpu", progress=False)
