@@ -1,11 +1,47 @@
-# Datasets as tensors, written once; every run on the dataset reads the same file.
+# Datasets: each declared file is downloaded once and checked against its SHA-256 (rule download);
+# rule data reads a dataset's files (or, for a folder dataset such as ImageNet, the user's folder)
+# into one tensor file that every run on the dataset reads.
+
+import layerprobe.datasets
+
+
+def declared_file(wildcards):
+    declaration = config["datasets"].get(wildcards.dataset, {})
+    if wildcards.file not in layerprobe.datasets.file_roles(declaration):
+        raise ValueError(f"dataset {wildcards.dataset!r} declares no file {wildcards.file!r}")
+    return declaration["files"][wildcards.file]
+
+
+def dataset_files(wildcards):
+    roles = layerprobe.datasets.file_roles(config["datasets"][wildcards.dataset])
+    return {role: f"data/downloads/{wildcards.dataset}/{role}" for role in roles}
+
+
+rule download:
+    output:
+        "data/downloads/{dataset}/{file}",
+    params:
+        # Only the checksum shapes the file; the mirrors are read from the config by the script,
+        # so editing URLs downloads nothing again.
+        sha256=lambda wildcards: declared_file(wildcards)["sha256"].lower(),
+    wildcard_constraints:
+        file="[A-Za-z0-9_]+",
+    log:
+        "logs/download/{dataset}/{file}.log",
+    conda:
+        "../envs/layerprobe.yaml"
+    script:
+        "../pyscripts/download.py"
 
 
 rule data:
+    input:
+        unpack(dataset_files),
     output:
         "results/data/{dataset}.pt",
     params:
-        settings=lambda wildcards: config["datasets"][wildcards.dataset],
+        settings=lambda wildcards: layerprobe.datasets.job_settings(config["datasets"][wildcards.dataset]),
+    threads: config["threads"]  # decoding a folder dataset runs on this many processes
     log:
         "logs/data/{dataset}.log",
     benchmark:

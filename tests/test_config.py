@@ -40,7 +40,8 @@ def test_validation_does_not_modify_its_input(raw_config):
     (lambda c: c.update(prob={}), ["(top level)", "'prob' was unexpected"]),
     (lambda c: c["runs"][0]["train"].update(lrr=0.1), ["runs[0].train", "'lrr' was unexpected"]),
     (lambda c: c["runs"][0]["train"].update(lr="fast"), ["runs[0].train.lr", "not of type 'number'"]),
-    (lambda c: c["runs"][1].update(dataset="mnist"), ["runs[1].dataset", "'mnist' is not one of ['digits']"]),
+    (lambda c: c["runs"][1].update(dataset="mnst"), ["runs[1].dataset", "'mnst' is not a declared dataset",
+                                                      "declared: cifar10, cifar100, digits, fashion_mnist, imagenet, mnist"]),
     (lambda c: c["runs"][0]["model"].update(name="resnet"), ["runs[0].model.name", "'resnet'", "fcn", "vgg"]),
     (lambda c: c["runs"][0]["model"].update(widht=3), ["runs[0].model", "'widht' was unexpected"]),
     (lambda c: c["runs"][0].update(checkpoints=[]), ["runs[0].checkpoints", "should be non-empty"]),
@@ -106,7 +107,10 @@ def test_every_schema_key_is_typed_described_and_defaulted():
             assert name in required or "default" in sub, f"{where} is neither required nor defaulted"
             walk(sub, where, sub.get("required", ()))
         for part in schema.get("allOf", []):
-            walk(part["then"], path, schema.get("required", ()))
+            walk(part["then"], path, [*schema.get("required", ()), *part["then"].get("required", ())])
+        if isinstance(schema.get("additionalProperties"), dict):  # a map of named entries (datasets)
+            entry = schema["additionalProperties"]
+            walk(entry, path + ".<name>", entry.get("required", ()))
         if "items" in schema:
             walk(schema["items"], path + "[]", schema["items"].get("required", ()))
 
