@@ -76,7 +76,7 @@ def read_idx(decl: dict, files: dict[str, Path], workers: int = 1) -> Raw:
             raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels")
         if decl["transpose"]:  # EMNIST stores each image transposed
             images = images.transpose(0, 2, 1)
-        out += [torch.from_numpy(np.ascontiguousarray(images[:, None])), torch.from_numpy(labels.astype(np.int64))]
+        out += [torch.from_numpy(np.array(images[:, None], order="C")), torch.from_numpy(labels.astype(np.int64))]  # copies: the file's bytes are read-only
     return tuple(out)
 
 
@@ -146,7 +146,7 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
         img = img.resize(new, Image.Resampling.BICUBIC)  # antialiased when shrinking
         left, top = (new[0] - size) // 2, (new[1] - size) // 2
         img = img.crop((left, top, left + size, top + size))
-        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+        return np.array(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def _try_load(job: tuple[Path, int]) -> np.ndarray | str:
