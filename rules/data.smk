@@ -2,20 +2,6 @@
 # rule data reads a dataset's files (or, for a folder dataset such as ImageNet, the user's folder)
 # into one tensor file that every run on the dataset reads.
 
-import layerprobe.datasets
-
-
-def declared_file(wildcards):
-    declaration = config["datasets"].get(wildcards.dataset, {})
-    if wildcards.file not in layerprobe.datasets.file_roles(declaration):
-        raise ValueError(f"dataset {wildcards.dataset!r} declares no file {wildcards.file!r}")
-    return declaration["files"][wildcards.file]
-
-
-def dataset_files(wildcards):
-    roles = layerprobe.datasets.file_roles(config["datasets"][wildcards.dataset])
-    return {role: f"data/downloads/{wildcards.dataset}/{role}" for role in roles}
-
 
 rule download:
     output:
