@@ -175,3 +175,12 @@ def test_bad_builtin_override_names_the_key(raw_config):
     message = error_of(raw_config)
     assert "datasets.digits: Additional properties are not allowed ('test_fractoin' was unexpected)" in message
     assert "datasets.mnist.files.test_images.sha256: '123' does not match" in message
+
+
+def test_readme_dataset_examples_validate():
+    readme = (REPO / "README.md").read_text().split("## Datasets")[1].split("\n## ")[0]
+    own, imagenet = [block.split("```")[0] for block in readme.split("```yaml")[1:3]]
+    config = validate(yaml.safe_load(own), SCHEMA)
+    assert config["datasets"]["kmnist"]["files"]["test_labels"]["sha256"].startswith("20bb9a0e")
+    assert config["datasets"]["mnist"]["files"]["train_images"]["urls"] == ["file:///srv/mirror/mnist/train-images-idx3-ubyte.gz"]
+    assert validate({**yaml.safe_load(imagenet), "runs": yaml.safe_load(own)["runs"]}, SCHEMA)["datasets"]["imagenet"]["root"]
