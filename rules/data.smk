@@ -4,6 +4,7 @@
 
 
 rule download:
+    localrule: True  # on a cluster, from the submit host: compute nodes often have no internet
     output:
         "data/downloads/{dataset}/{file}",
     params:

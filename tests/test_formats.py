@@ -127,11 +127,15 @@ def test_cifar_pickle_cannot_run_code(tmp_path):
         datasets.prepare("c10", {**decl, "test_batches": ["cifar-x/evil"]}, files={"archive": archive})
 
 
-def test_cifar_archive_escaping_its_folder_is_refused(tmp_path):
+def test_cifar_archive_served_with_an_escaping_member_is_refused(tmp_path):
     decl, archive, _ = cifar_archive(tmp_path, extra={"../../evil": b"x"})
-    with pytest.raises(ValueError, match="'../../evil' would be written outside"):
-        datasets.prepare("c10", decl, files={"archive": archive})
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["archive"]
+    downloads = tmp_path / "downloads"
+    with Server() as server:
+        decl["files"]["archive"]["urls"] = [server.add("/cifar.tar.gz", archive.read_bytes())]
+        with pytest.raises(ValueError, match="'../../evil' would be written outside"):
+            datasets.prepare("c10", decl, download_dir=downloads)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == \
+        ["archive", "downloads", "downloads/c10", "downloads/c10/archive"]  # downloaded, nothing unpacked
 
 
 # ---- image folders (ImageNet's layout), generated with Pillow
