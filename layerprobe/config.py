@@ -13,7 +13,7 @@ import jsonschema
 import yaml
 from torch import nn
 
-from layerprobe import models
+from layerprobe import datasets, models
 from layerprobe.datasets import SPLITS, Splits
 from layerprobe.train import checkpoint_epochs
 
@@ -48,6 +48,8 @@ def _where(path) -> str:
 def validate(config: dict, schema_path: str | Path) -> dict:
     """A validated copy of `config` with every default filled in; ConfigError lists what is wrong."""
     config = copy.deepcopy(config)
+    if isinstance(config.get("datasets") or {}, dict):  # anything else is left for the schema to name
+        config["datasets"] = datasets.declarations(config.get("datasets"))
     messages = _problems(yaml.safe_load(Path(schema_path).read_text()), config)
     if not messages:
         messages = _cross_checks(config)
@@ -65,7 +67,7 @@ def _problems(schema: dict, instance: dict) -> list[str]:
 
 def _cross_checks(config: dict) -> list[str]:
     """What a schema cannot say: unique run names, epochs within each run's training length."""
-    messages, seen = [], set()
+    messages, seen = _dataset_checks(config), set()
     probes = config["probes"]
     if not any(probes[kind]["enabled"] for kind in PROBES):
         messages.append(f"probes: every probe is disabled; enable one of {', '.join(f'probes.{k}' for k in PROBES)}")
@@ -92,6 +94,30 @@ def _cross_checks(config: dict) -> list[str]:
         late = [m for m in run["train"]["lr_milestones"] if m > epochs]
         if late:
             messages.append(f"runs[{i}].train.lr_milestones: {late} lie beyond train.epochs = {epochs}")
+    return messages
+
+
+def _dataset_checks(config: dict) -> list[str]:
+    """Every run's dataset is declared; normalizations match; a used folder dataset has its folder."""
+    messages, declared = [], config["datasets"]
+    for name, decl in declared.items():
+        norm = decl.get("normalization")
+        if norm and len(norm["mean"]) != len(norm["std"]):
+            messages.append(f"datasets.{name}.normalization: {len(norm['mean'])} means but {len(norm['std'])} stds")
+    for i, run in enumerate(config["runs"]):
+        name = run["dataset"]
+        if name not in declared:
+            messages.append(f"runs[{i}].dataset: {name!r} is not a declared dataset; declared: {', '.join(sorted(declared))}")
+            continue
+        decl = declared[name]
+        if decl["format"] == "imagefolder":
+            # Checked here, before any job: the data rule would otherwise fail only after the others ran.
+            if decl["root"] is None:
+                messages.append(f"datasets.{name}.root: run {run['name']!r} uses {name}, which is read from a local "
+                                f"folder; set datasets.{name}.root to the folder holding "
+                                f"{decl['train_dir']}/ and {decl['test_dir']}/")
+            elif not Path(decl["root"]).expanduser().is_dir():
+                messages.append(f"datasets.{name}.root: {decl['root']} is not a folder")
     return messages
 
 

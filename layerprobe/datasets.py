@@ -7,16 +7,22 @@ standardized where they are used, batch by batch, on the device (`normalize`), s
 probing see the very same float values. The built-in `digits` is scikit-learn's bundled copy of the
 UCI handwritten digits (1,797 real 8x8 images, pixel values 0..16), so the embedded default needs
 no download.
+
+A dataset is *declared*, not coded: a format (one reader in `layerprobe.formats`), its files with
+mirrors and SHA-256, the number of classes and optionally the normalization. The built-ins are such
+declarations (datasets.yaml); a config declares more, or overrides a built-in's keys.
 """
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
+import yaml
 
+from layerprobe import download, formats
 from layerprobe.atomic import atomic_path
 
 
@@ -67,41 +73,131 @@ class Splits:
         return {name: self.split(name) for name in SPLITS}
 
 
-def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), in float64, a channel at a time."""
+def channel_stats(x: torch.Tensor, chunk: int = 1 << 26) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), in float64, a channel at a time.
+
+    A channel of up to `chunk` values is converted whole; a larger one (ImageNet) is summed in
+    slices of images, two passes (mean, then squared deviations), so memory stays bounded.
+    """
     means, stds = [], []
+    n, per_image = x.shape[0], x[0, 0].numel()
     for c in range(x.shape[1]):
-        channel = x[:, c].double()
-        means.append(channel.mean().item())
-        stds.append(channel.std().item())
+        if n * per_image <= chunk:
+            channel = x[:, c].double()
+            means.append(channel.mean().item())
+            stds.append(channel.std().item())
+            continue
+        step = max(1, chunk // per_image)
+        total = sum(x[i:i + step, c].double().sum().item() for i in range(0, n, step))
+        mean = total / (n * per_image)
+        squares = sum(((x[i:i + step, c].double() - mean) ** 2).sum().item() for i in range(0, n, step))
+        means.append(mean)
+        stds.append(math.sqrt(squares / (n * per_image - 1)))
     return tuple(means), tuple(stds)
 
 
-def _digits(settings: dict) -> Splits:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    x = bunch.images.astype(np.uint8).reshape(-1, 1, 8, 8)  # pixel values 0..16
-    y = bunch.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=settings["test_fraction"], stratify=y, random_state=settings["split_seed"])
-    x_train, x_test = torch.from_numpy(x_train), torch.from_numpy(x_test)
-    # One mean and std over all training pixels of the one channel, as is usual for images
-    # (per-pixel scaling would blow up the nearly constant border pixels).
-    mean, std = channel_stats(x_train)
-    return Splits("digits", x_train, torch.from_numpy(y_train), x_test, torch.from_numpy(y_test),
-                  num_classes=10, mean=mean, std=std)
+# The built-in declarations; a config's `datasets` entries are merged over them (`declarations`).
+BUILTIN_FILE = Path(__file__).with_name("datasets.yaml")
+BUILTIN: dict[str, dict] = yaml.safe_load(BUILTIN_FILE.read_text())
 
 
-# name -> builder taking that dataset's settings from the config's `datasets` section.
-BUILTIN: dict[str, Callable[[dict], Splits]] = {"digits": _digits}
+def declarations(user: dict | None) -> dict[str, dict]:
+    """The built-in declarations with a config's `datasets` entries merged over them.
+
+    An entry with a built-in's name and the same (or no) `format` overrides just the keys it gives,
+    nested ones too (e.g. one file's `urls`); one with another format replaces the built-in; any
+    other name is taken as it is (the schema then checks that it is complete).
+    """
+    merged = copy.deepcopy(BUILTIN)
+    for name, entry in (user or {}).items():
+        base = merged.get(name)
+        if isinstance(entry, dict) and base is not None and entry.get("format", base["format"]) == base["format"]:
+            merged[name] = _merge(base, entry)
+        else:
+            merged[name] = copy.deepcopy(entry)
+    return merged
 
 
-def prepare(name: str, settings: dict) -> Splits:
-    if name not in BUILTIN:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(BUILTIN))}")
-    return BUILTIN[name](settings)
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def file_roles(declaration: dict) -> list[str]:
+    """The roles of a declaration's downloaded files (e.g. train_images), in declaration order."""
+    return list(declaration.get("files") or {})
+
+
+def job_settings(declaration: dict) -> dict:
+    """What shapes a prepared dataset: the declaration with each file reduced to its SHA-256.
+
+    Mirrors do not change the bytes a checksum admits, so editing URLs reruns nothing.
+    """
+    settings = copy.deepcopy(declaration)
+    if "files" in settings:
+        settings["files"] = {role: entry["sha256"].lower() for role, entry in settings["files"].items()}
+    return settings
+
+
+def prepare(name: str, declaration: dict | None = None, files: dict[str, str | Path] | None = None,
+            download_dir: str | Path | None = None, workers: int = 1) -> Splits:
+    """Read a declared dataset into `Splits`.
+
+    `declaration` is merged over the built-in of the same name (so `prepare("digits", {"split_seed": 1})`
+    works); a dataset with files takes them from `files` (role -> path) or, missing there, downloads
+    them into `download_dir`. Every file's SHA-256 is checked before it is read.
+    """
+    if declaration is None or "format" not in declaration:
+        if name not in BUILTIN:
+            raise ValueError(f"unknown dataset {name!r}: not a built-in ({', '.join(sorted(BUILTIN))}), "
+                             "and no declaration with a format was given")
+    decl = declarations({name: declaration or {}})[name]
+    read = formats.reader(decl["format"])  # an unknown format: the error lists the known ones
+    decl = _with_defaults(name, decl)
+    local = {}
+    for role in file_roles(decl):
+        entry = decl["files"][role]
+        if files and role in files:
+            local[role] = Path(files[role])
+            download.verify(local[role], entry["sha256"])
+        elif download_dir is not None:
+            local[role] = download.fetch(entry["urls"], entry["sha256"], Path(download_dir) / name / role)
+        else:
+            raise ValueError(f"dataset {name!r}: no path for its file {role!r} (give files= or download_dir=)")
+    try:
+        x_train, y_train, x_test, y_test = read(decl, local, workers=workers)
+    except ValueError as err:
+        raise ValueError(f"dataset {name!r} ({decl['format']}): {err}") from err
+    num_classes = decl["num_classes"]
+    for split, y in (("train", y_train), ("test", y_test)):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise ValueError(f"dataset {name!r}: {split} labels span {int(y.min())}..{int(y.max())}, "
+                             f"outside 0..{num_classes - 1} (num_classes: {num_classes})")
+    if decl.get("normalization"):
+        mean, std = tuple(decl["normalization"]["mean"]), tuple(decl["normalization"]["std"])
+        if not len(mean) == len(std) == x_train.shape[1]:
+            raise ValueError(f"datasets.{name}.normalization: {len(mean)} means and {len(std)} stds "
+                             f"for images with {x_train.shape[1]} channel(s)")
+    else:
+        # Per channel over all training pixels, as is usual for images (per-pixel scaling would blow
+        # up the nearly constant border pixels).
+        mean, std = channel_stats(x_train)
+    return Splits(name, x_train, y_train, x_test, y_test, num_classes=num_classes, mean=mean, std=std)
+
+
+def _with_defaults(name: str, decl: dict) -> dict:
+    """A declaration checked against the config schema, its defaults filled (for library callers)."""
+    from layerprobe.config import ConfigError, _problems, SCHEMA
+
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["datasets"]
+    instance = {name: copy.deepcopy(decl)}
+    messages = _problems({"type": "object", "properties": {"datasets": schema}}, {"datasets": instance})
+    if messages:
+        raise ConfigError("invalid dataset declaration:\n  " + "\n  ".join(messages))
+    return instance[name]
 
 
 def save(splits: Splits, path: str | Path) -> None:

@@ -5,7 +5,9 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 from layerprobe import datasets
 
-splits = datasets.prepare(snakemake.wildcards.dataset, snakemake.params.settings)
+name = snakemake.wildcards.dataset  # a skipped image's warning goes to the log, naming the file
+splits = datasets.prepare(name, snakemake.config["datasets"][name], files=dict(snakemake.input.items()),
+                          workers=snakemake.threads)
 datasets.save(splits, snakemake.output[0])
 print(f"{splits.name}: train {tuple(splits.x_train.shape)}, test {tuple(splits.x_test.shape)}, "
-      f"{splits.num_classes} classes")
+      f"{splits.num_classes} classes, mean {splits.mean}, std {splits.std}")

@@ -1,5 +1,6 @@
 """The config schema: defaults filled, and every kind of bad input named before any work."""
 import pytest
+import yaml
 
 from layerprobe.config import ConfigError, load, validate
 
@@ -40,7 +41,8 @@ def test_validation_does_not_modify_its_input(raw_config):
     (lambda c: c.update(prob={}), ["(top level)", "'prob' was unexpected"]),
     (lambda c: c["runs"][0]["train"].update(lrr=0.1), ["runs[0].train", "'lrr' was unexpected"]),
     (lambda c: c["runs"][0]["train"].update(lr="fast"), ["runs[0].train.lr", "not of type 'number'"]),
-    (lambda c: c["runs"][1].update(dataset="mnist"), ["runs[1].dataset", "'mnist' is not one of ['digits']"]),
+    (lambda c: c["runs"][1].update(dataset="mnst"), ["runs[1].dataset", "'mnst' is not a declared dataset",
+                                                      "declared: cifar10, cifar100, digits, fashion_mnist, imagenet, mnist"]),
     (lambda c: c["runs"][0]["model"].update(name="resnet"), ["runs[0].model.name", "'resnet'", "fcn", "vgg"]),
     (lambda c: c["runs"][0]["model"].update(widht=3), ["runs[0].model", "'widht' was unexpected"]),
     (lambda c: c["runs"][0].update(checkpoints=[]), ["runs[0].checkpoints", "should be non-empty"]),
@@ -106,9 +108,80 @@ def test_every_schema_key_is_typed_described_and_defaulted():
             assert name in required or "default" in sub, f"{where} is neither required nor defaulted"
             walk(sub, where, sub.get("required", ()))
         for part in schema.get("allOf", []):
-            walk(part["then"], path, schema.get("required", ()))
+            walk(part["then"], path, [*schema.get("required", ()), *part["then"].get("required", ())])
+        if isinstance(schema.get("additionalProperties"), dict):  # a map of named entries (datasets)
+            entry = schema["additionalProperties"]
+            walk(entry, path + ".<name>", entry.get("required", ()))
         if "items" in schema:
             walk(schema["items"], path + "[]", schema["items"].get("required", ()))
 
     schema = yaml.safe_load(SCHEMA.read_text())
     walk(schema, "", schema["required"])
+
+
+# ---- dataset declarations
+
+KMNIST = {"format": "idx", "num_classes": 10, "files": {
+    role: {"urls": [f"http://codh.rois.ac.jp/kmnist/dataset/kmnist/{role}.gz"], "sha256": "ab" * 32}
+    for role in ("train_images", "train_labels", "test_images", "test_labels")}}
+
+
+def test_a_new_dataset_is_declared_in_the_config(raw_config):
+    raw_config["datasets"]["kmnist"] = KMNIST
+    raw_config["runs"][0]["dataset"] = "kmnist"
+    config = validate(raw_config, SCHEMA)
+    kmnist = config["datasets"]["kmnist"]
+    assert kmnist["transpose"] is False and kmnist["normalization"] is None  # defaults filled
+    assert config["datasets"]["mnist"]["format"] == "idx"  # the built-ins are declared too
+
+
+def test_builtin_settings_are_overridden_key_by_key(raw_config, tmp_path):
+    raw_config["datasets"] = {"digits": {"test_fraction": 0.5}, "imagenet": {"root": str(tmp_path), "image_size": 32}}
+    config = validate(raw_config, SCHEMA)
+    assert config["datasets"]["digits"] == {"format": "digits", "num_classes": 10, "test_fraction": 0.5,
+                                            "split_seed": 0, "normalization": None}
+    assert config["datasets"]["imagenet"]["root"] == str(tmp_path) and config["datasets"]["imagenet"]["test_dir"] == "val"
+
+
+def test_imagenet_needs_an_existing_root_when_a_run_uses_it(raw_config, tmp_path):
+    raw_config["runs"][0]["dataset"] = "imagenet"
+    assert "datasets.imagenet.root: run 'fcn-3x256' uses imagenet" in error_of(raw_config)
+    raw_config["datasets"]["imagenet"] = {"root": str(tmp_path / "ILSVRC")}
+    assert f"datasets.imagenet.root: {tmp_path / 'ILSVRC'} is not a folder" in error_of(raw_config)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda k: k["files"]["train_labels"].update(sha256="ab" * 31 + "a"), ["datasets.kmnist.files.train_labels.sha256", "does not match"]),
+    (lambda k: k["files"]["train_labels"].update(sha256="xy" * 32), ["datasets.kmnist.files.train_labels.sha256"]),
+    (lambda k: k.update(format="npz"), ["datasets.kmnist.format", "'npz' is not one of ['digits', 'idx', 'cifar', 'imagefolder']"]),
+    (lambda k: k.pop("files"), ["datasets.kmnist", "'files' is a required property"]),
+    (lambda k: k["files"].pop("test_labels"), ["datasets.kmnist.files", "'test_labels' is a required property"]),
+    (lambda k: k.pop("format"), ["datasets.kmnist", "'format' is a required property"]),
+    (lambda k: k.update(test_fraction=0.5), ["datasets.kmnist", "'test_fraction' was unexpected"]),
+    (lambda k: k["files"]["train_images"].update(urls=["codh.rois.ac.jp/x.gz"]), ["datasets.kmnist.files.train_images.urls[0]"]),
+    (lambda k: k.update(normalization={"mean": [0.5], "std": [0.1, 0.2]}), ["datasets.kmnist.normalization: 1 means but 2 stds"]),
+])
+def test_bad_dataset_declaration_names_the_key(raw_config, edit, expected):
+    kmnist = yaml.safe_load(yaml.safe_dump(KMNIST))
+    edit(kmnist)
+    raw_config["datasets"]["kmnist"] = kmnist
+    message = error_of(raw_config)
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def test_bad_builtin_override_names_the_key(raw_config):
+    raw_config["datasets"] = {"digits": {"test_fractoin": 0.5}, "mnist": {"files": {"test_images": {"sha256": "123"}}}}
+    message = error_of(raw_config)
+    assert "datasets.digits: Additional properties are not allowed ('test_fractoin' was unexpected)" in message
+    assert "datasets.mnist.files.test_images.sha256: '123' does not match" in message
+
+
+def test_readme_dataset_examples_validate():
+    readme = (REPO / "README.md").read_text().split("## Datasets")[1].split("\n## ")[0]
+    own, imagenet = [block.split("```")[0] for block in readme.split("```yaml")[1:3]]
+    config = validate(yaml.safe_load(own), SCHEMA)
+    assert config["datasets"]["kmnist"]["files"]["test_labels"]["sha256"].startswith("20bb9a0e")
+    assert config["datasets"]["mnist"]["files"]["train_images"]["urls"] == ["file:///srv/mirror/mnist/train-images-idx3-ubyte.gz"]
+    runs = [{**yaml.safe_load(own)["runs"][0], "dataset": "digits"}]  # the folder is checked only when a run uses it
+    assert validate({**yaml.safe_load(imagenet), "runs": runs}, SCHEMA)["datasets"]["imagenet"]["root"] == "/data/ILSVRC2012"

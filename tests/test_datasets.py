@@ -50,5 +50,10 @@ def test_unreadable_dataset_file_is_named(tmp_path):
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'; known: digits"):
-        datasets.prepare("mnist", {})
+    with pytest.raises(ValueError, match="unknown dataset 'mnst': not a built-in .*digits.*mnist"):
+        datasets.prepare("mnst", {})
+
+
+def test_unknown_format_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown dataset format 'npz'; known: cifar, digits, idx, imagefolder"):
+        datasets.prepare("mine", {"format": "npz", "num_classes": 10})
