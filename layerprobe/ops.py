@@ -208,9 +208,11 @@ def available(path: str | Path | None = None) -> bool:
     return loaded()
 
 
-def resolve(mode: str, path: str | Path | None = None, device: str | torch.device = "cpu") -> bool:
+def resolve(mode: str | bool, path: str | Path | None = None, device: str | torch.device = "cpu") -> bool:
     """engine.ops → whether the engine uses the operators: "off" never; "auto" when the library
-    loads and serves the device; "on" must, or fails with the reason and how to build it."""
+    loads and serves the device; "on" must, or fails with the reason and how to build it. YAML's
+    bare on / off arrive as True / False and mean the same."""
+    mode = {True: "on", False: "off"}.get(mode, mode) if isinstance(mode, bool) else mode
     if mode not in MODES:
         raise ValueError(f"engine.ops must be one of {MODES}, got {mode!r}")
     if mode == "off":
