@@ -104,7 +104,7 @@ def head_eval_reference(hidden, weight, bias, labels, reference):
     logits = F.linear(hidden, weight, bias)  # (V, N, C)
     v, n = logits.shape[:2]
     pred = logits.argmax(dim=2)
-    loss = F.cross_entropy(logits.reshape(v * n, -1).double(), labels.repeat(v), reduction="none").view(v, n).sum(1)
+    loss = F.cross_entropy(logits.reshape(v * n, classes).double(), labels.repeat(v), reduction="none").view(v, n).sum(1)
     return (pred == labels).sum(1), loss, (pred == reference).sum(1)
 
 
