@@ -309,3 +309,39 @@ def test_cuda_sources_include_no_torch_headers():
     for source in [REPO / "csrc" / "kernels.cu", REPO / "csrc" / "kernels.h", REPO / "csrc" / "philox.h"]:
         text = source.read_text()
         assert "torch/" not in text and "ATen" not in text and "c10" not in text, source
+
+
+@pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
+def test_workflow_builds_once_and_a_kernel_edit_reruns_build_and_probes(library, tmp_path):
+    """The build rule runs once and the probe job loads its library (a csrc edit rerunning build and
+    probe is Snakemake's mtime rule on the build's inputs; see the report: not asserted here)."""
+    import yaml
+    tree = tmp_path / "repo"
+    tree.mkdir()
+    for name in ("Snakefile", "rules", "pyscripts", "layerprobe", "csrc", "envs", "report"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, tree / name)
+    (tree / "schemas").mkdir()
+    shutil.copy(REPO / "layerprobe" / "config.schema.yaml", tree / "schemas" / "config.schema.yaml")
+    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    config["runs"] = config["runs"][:1]
+    config["probes"] = {"rerandomize": {"enabled": False}, "interpolate": {"alphas": 3},
+                        "criticality": {"enabled": False}, "joint": {"enabled": False}}
+    config["engine"] = {"ops": "on", "device": "cpu"}
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/runs/fcn/probes/robustness.csv"
+
+    def snakemake(*args):
+        return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"), "--directory",
+                               str(work), "--configfile", str(work / "config.yaml"), *args, target],
+                              capture_output=True, text=True, timeout=600, cwd=work)
+
+    result = snakemake("--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.stdout + result.stderr).count("rule build_ops:") == 1
+    assert "fused operators on" in (work / "logs/probe/fcn.log").read_text()
+    assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(snakemake("-n"))
