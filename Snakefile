@@ -31,6 +31,12 @@ MEASURES = ["l2", "linf", "l2_rel_init"]
 # (applied by aggregate) or the categories (unless they pick the joint robust set) reruns no probe.
 PROBE_SETTINGS = layerprobe.config.probe_job_settings(PROBES)
 PROBE_CATEGORIES = config["categories"] if PROBES["joint"]["enabled"] and PROBES["joint"]["robust"] else None
+# The fused operators (rules/ops.smk): probes depend on the built library unless engine.ops is off.
+import layerprobe.ops
+
+OPS_LIBRARY = str(layerprobe.ops.LIBRARY)
+OPS_SOURCES = layerprobe.ops.SOURCES
+USE_OPS = config["engine"]["ops"] not in ("off", False)
 
 
 report: "report/workflow.rst"
@@ -46,6 +52,7 @@ wildcard_constraints:
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/ops.smk"
 include: "rules/probe.smk"
 include: "rules/aggregate.smk"
 include: "rules/figures.smk"

@@ -71,11 +71,12 @@ from torch.func import functional_call, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's layerprobe
 from layerprobe import engine, models, probes, reference  # noqa: E402
+from layerprobe import ops as lp_ops  # noqa: E402
 from layerprobe.metrics import classify  # noqa: E402
 from layerprobe.units import FULLMODEL, Unit, inventory  # noqa: E402
 
 BATCH = 1000  # inputs per batch for the loop and vmap
-FIELDS = ("case", "variants", "engine_s", "loop_s", "vmap_s", "floor_s", "speedup_vs_loop", "speedup_vs_vmap",
+FIELDS = ("case", "variants", "engine_s", "ops_s", "loop_s", "vmap_s", "floor_s", "speedup_vs_loop", "speedup_vs_vmap",
           "peak_mb", "max_error_diff")
 MEASURED = ("error", "loss", "agreement", "n")  # a row's other keys identify its variant and split
 
@@ -187,9 +188,9 @@ MEMORY_CASES = {"d": 512 * 2**20}  # case → the engine's memory budget there, 
 # Evaluators: each returns the rows of reference.evaluate
 # ---------------------------------------------------------------------------------------------
 
-def run_engine(case: Case, device: torch.device, budget: int) -> list[dict]:
+def run_engine(case: Case, device: torch.device, budget: int, ops: bool = False) -> list[dict]:
     return engine.evaluate(case.model, case.units, case.variants, case.final, case.source, case.splits,
-                           case.bn_stats, device=device, memory_budget=budget)
+                           case.bn_stats, device=device, memory_budget=budget, ops=ops)
 
 
 def run_loop(case: Case) -> list[dict]:
@@ -451,13 +452,18 @@ def _child(letter: str, sizes: dict, device: str, threads: int, budget: int):
 
 
 def measure(case: Case, device: torch.device, budget: int, rate: float, time_vmap: bool = True,
-            engine_result: tuple | None = None) -> dict:
+            engine_result: tuple | None = None, ops: bool = False) -> dict:
     """One table row. engine_result: (seconds, peak MB, rows) measured elsewhere (case d)."""
     if engine_result is None:
         engine_s, engine_rows = time_evaluator(lambda c: run_engine(c, device, budget), case, device)
         peak_mb = None
     else:
         engine_s, peak_mb, engine_rows = engine_result
+    ops_s, ops_rows = (time_evaluator(lambda c: run_engine(c, device, budget, True), case, device) if ops
+                       else (None, None))
+    if ops_rows is not None and max_error_diff(ops_rows, engine_rows) != 0:
+        print(f"note: case {case.name}: the engine's errors with ops differ from without by up to "
+              f"{max_error_diff(ops_rows, engine_rows):.2g}", file=sys.stderr)
     loop_s, loop_rows = time_evaluator(run_loop, case, device)
     vmap_s, vmap_rows = time_evaluator(lambda c: run_vmap(c, budget), case, device) if time_vmap else (None, None)
     if vmap_rows is not None and max_error_diff(vmap_rows, loop_rows) != 0:
@@ -466,7 +472,7 @@ def measure(case: Case, device: torch.device, budget: int, rate: float, time_vma
     if max_error_diff(engine_rows, loop_rows) != 0:
         report_differences(case.name, engine_rows, loop_rows)
     ratio = lambda a, b: a / b if a is not None and b else None  # noqa: E731
-    return {"case": case.name, "variants": len(case.variants), "engine_s": engine_s, "loop_s": loop_s,
+    return {"case": case.name, "variants": len(case.variants), "engine_s": engine_s, "ops_s": ops_s, "loop_s": loop_s,
             "vmap_s": vmap_s, "floor_s": minimal_macs(case) / rate, "speedup_vs_loop": ratio(loop_s, engine_s),
             "speedup_vs_vmap": ratio(vmap_s, engine_s), "peak_mb": peak_mb,
             "max_error_diff": max_error_diff(engine_rows, loop_rows)}
@@ -512,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     parser.add_argument("--budget-mb", type=int, default=2048, help="memory budget of engine and vmap in cases a-c")
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
+    parser.add_argument("--ops-library", metavar="PATH", help="a built layerprobe_ops.so: also time the engine "
+                        "with the fused operators (column ops_s)")
     args = parser.parse_args(argv)
     letters = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in letters if c not in CASES]
@@ -526,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     print(machine(device))
     print(f"float32 matmul rate: {rate / 1e9:.1f} GMAC/s; loop = layerprobe.reference.evaluate; "
           f"each evaluator timed once after a warm-up call on 2 variants × {BATCH} inputs")
+    use_ops = bool(args.ops_library) and lp_ops.resolve("on", args.ops_library, device)
     results = []
     for letter in letters:
         budget = MEMORY_CASES.get(letter, args.budget_mb * 2**20)
@@ -533,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                          if letter in MEMORY_CASES else None)
         case = CASES[letter](device=device, **sizes[letter])
         time_vmap = not (letter in MEMORY_CASES and device.type == "cpu")
-        results.append(measure(case, device, budget, rate, time_vmap, engine_result))
+        results.append(measure(case, device, budget, rate, time_vmap, engine_result, use_ops))
         print(f"case {letter} done: {results[-1]}", file=sys.stderr, flush=True)
         del case
     print(table(results))

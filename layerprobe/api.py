@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from layerprobe import config, study, tables
+from layerprobe import config, engine, study, tables
+from layerprobe import ops as lp_ops
 from layerprobe.units import inventory, skipped
 
 Data = Mapping[str, tuple[torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]
@@ -35,7 +36,8 @@ def units(model: nn.Module, rule: str | dict | None = None) -> pd.DataFrame:
 def probe(model: nn.Module | Callable[[], nn.Module], checkpoints: Mapping[int, Mapping[str, torch.Tensor]],
           data: Data, probes: dict | None = None, *, unit_rule: str | dict | None = None,
           joint_groups: dict | None = None, categories: dict | None = None, device: str = "auto",
-          memory_budget: str = "2GB", seed: int = 0, name: str = "model", progress: bool = False) -> pd.DataFrame:
+          memory_budget: str = "2GB", seed: int = 0, name: str = "model", progress: bool = False,
+          ops: str = "auto", ops_library: str | None = None) -> pd.DataFrame:
     """Every configured probe of a trained model, as the tidy robustness table.
 
     model: the architecture (its current weights are not used), or a factory building it fresh;
@@ -44,6 +46,8 @@ def probe(model: nn.Module | Callable[[], nn.Module], checkpoints: Mapping[int, 
     data: {split name: (inputs, labels)}, or one (inputs, labels) pair used as the "test" split.
     probes: the workflow's `probes` section (see schemas/config.schema.yaml); defaults fill the rest.
         Unless given, the probed splits are those of `data`, and criticality uses "train" if present.
+    ops: the fused operators (engine.ops: auto | on | off), loaded from `ops_library` (a built
+        layerprobe_ops.so) unless already loaded; auto falls back to PyTorch without them.
     """
     factory = model if not isinstance(model, nn.Module) else _redrawing(model)
     data = {"test": data} if isinstance(data, tuple) else dict(data)
@@ -56,7 +60,8 @@ def probe(model: nn.Module | Callable[[], nn.Module], checkpoints: Mapping[int, 
     results = study.probe_run(factory, dict(checkpoints), data, settings, run, num_classes,
                               categories=config.section("categories", categories), joint_groups=joint_groups,
                               device=device, memory_budget=config.parse_bytes(memory_budget), unit_rule=unit_rule,
-                              progress=progress)
+                              progress=progress,
+                              ops=lp_ops.resolve(ops, ops_library, engine.resolve_device(device)))
     return results["robustness"]
 
 

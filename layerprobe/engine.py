@@ -14,6 +14,13 @@ batches, chunks and slices so the working set stays within `memory_budget` bytes
 the prepared entries of its reset units only, so K copies of a whole model arise only for
 whole-model variants, and then only as many as the budget allows.
 
+With `ops` (the compiled operators of csrc/, layerprobe.ops), three steps of the chain path run
+fused: the head (a shared last Linear: logits reduced tile by tile to the counts, never all K·B·C
+at once), an α grid's first Linear layer (two products, mixing and ReLU in one pass) and the
+criticality noise of that layer (drawn inside the kernel from the variants' seeds, never stored for
+all K). Everything else, and every model that is not a chain, stays on the PyTorch path; the rows
+are the same either way (losses to float rounding).
+
 Any other model goes through the general path: vmap of functional_call over the K variants'
 stacked reset entries, shared entries passed once — correct for any architecture, without prefix
 sharing.
@@ -32,6 +39,7 @@ from tqdm import tqdm
 from torch import nn
 from torch.func import functional_call, vmap
 
+from layerprobe import ops as lp_ops
 from layerprobe import probes
 from layerprobe.models import UnitChain
 from layerprobe.probes import State, Variant
@@ -57,13 +65,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final: State,
              source: Callable[[tuple[str, int]], State], splits: Splits, bn_stats: str,
              device: str | torch.device = "cpu", memory_budget: int = 2 * 2**30,
-             progress: str | None = None) -> list[dict]:
+             progress: str | None = None, ops: bool = False) -> list[dict]:
     """Rows identical in order and content to reference.evaluate (losses to float rounding).
 
-    `progress` labels a progress bar (shown on a terminal only); `memory_budget` is in bytes.
+    `progress` labels a progress bar (shown on a terminal only); `memory_budget` is in bytes; `ops`
+    uses the loaded fused operators (see layerprobe.ops.resolve for turning engine.ops into it).
     """
     device = resolve_device(device)
     _check(units, variants, bn_stats)
+    if ops and not lp_ops.has_device(device):
+        raise lp_ops.OpsUnavailable(f"ops=True but the fused operators are not loaded for {device.type} "
+                                    "(layerprobe.ops.load / resolve first)")
     if not variants:
         return []
     sources = _load_sources(variants, source)
@@ -72,7 +84,7 @@ def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final
     final = on_device(final)
     sources = {key: on_device(state) for key, state in sources.items()}
     chain = isinstance(model, UnitChain) and [u.name for u in units] == list(model.unit_names)
-    plan = _Plan(model, units, final, variants, splits, memory_budget, chain, device)
+    plan = _Plan(model, units, final, variants, splits, memory_budget, chain, device, ops)
 
     tallies = {(i, s): _Tally() for i in range(len(variants)) for s in splits}
     batches = [(split, start) for split, (x, _) in splits.items() for start in range(0, len(x), plan.batch)]
@@ -181,6 +193,7 @@ class _Plan:
     budget: int
     chain: bool
     device: torch.device
+    ops: bool = False
     groups: dict[int, list[list[int]]] = field(default_factory=dict)  # first reset unit → chunks of ids
     batch: int = 0
     slices: dict[tuple[int, ...], int] = field(default_factory=dict)  # chunk → inputs per slice
@@ -300,28 +313,46 @@ def _chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dic
             z = torch.relu_(z) if _in_place(child, z) else functional_call(child, _local(unit_state[u.name], name), (z,))
         return z
 
+    last = units[-1]
+    head = _fused_head(modules[last.name], unit_state[last.name]) if plan.ops else None
+    reference = None  # the final model's predictions, needed up front by the fused head
     h, pending = x, []
     for u in units:
         for chunk_ids in plan.groups.get(u.index, []):
             chunk = [variants[i] for i in chunk_ids]
-            noise = [probes.noise(v, units, final) for v in chunk] if chunk[0].noisy else None
-            first = _first_unit(u, modules[u.name], unit_state[u.name], chunk, final, sources, bn_stats, noise)
+            skip = _fused_weight(u, modules[u.name]) if plan.ops and chunk[0].alpha is not None else ()
+            noise = [probes.noise(v, units, final, skip) for v in chunk] if chunk[0].noisy else None
+            first = _first_unit(u, modules[u.name], unit_state[u.name], chunk, final, sources, bn_stats, noise,
+                                plan.ops)
             later = [(after, _stacked(after, chunk, final, sources, bn_stats, noise)
                       if after.name in chunk[0].units else None) for after in units[u.index + 1:]]
+            fused_head = head is not None and u is not last and later[-1][1] is None
+            if fused_head and reference is None:  # one forward of the final model per batch
+                reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
             step, predictions = plan.slices[tuple(chunk_ids)], []
             for s in range(0, len(h), step):
                 z, folded = first(h[s:s + step]), False
                 k, b = z.shape[:2]
                 for after, stacked in later:
+                    if fused_head and after is last:  # logits reduced tile by tile inside the operator
+                        pre, weight, bias = head
+                        hidden = pre(z if folded else z.flatten(0, 1))
+                        counts = lp_ops.head_eval(hidden.reshape(k, b, -1), weight, bias, y[s:s + step],
+                                                  reference[s:s + step])
+                        _count(*counts, chunk_ids, b, split, tallies)
+                        z = None
+                        break
                     if stacked is not None:  # reset in this chunk too: per-variant entries
                         z = z.unflatten(0, (k, b)) if folded else z
                         z, folded = _run_stacked(modules[after.name], unit_state[after.name],
                                                  _local(stacked, after.name), z, True), False
                     else:  # shared weights: the K variants folded into the batch, one call
                         z, folded = folded_call(after, z if folded else z.flatten(0, 1)), True
-                logits = z.unflatten(0, (k, b)) if folded else z
-                predictions.append(_tally(logits, y[s:s + step], chunk_ids, split, tallies))
-            pending.append((torch.cat(predictions, dim=1), chunk_ids))
+                if z is not None:
+                    logits = z.unflatten(0, (k, b)) if folded else z
+                    predictions.append(_tally(logits, y[s:s + step], chunk_ids, split, tallies))
+            if predictions:
+                pending.append((torch.cat(predictions, dim=1), chunk_ids))
         h = shared(u, h)
     # The walk ends with the final model's logits: agreement is counted without a forward of its own.
     reference = h.argmax(dim=1)
@@ -330,13 +361,15 @@ def _chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dic
 
 
 def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant], final: State, sources: dict,
-                bn_stats: str, noise: list[dict] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+                bn_stats: str, noise: list[dict] | None, ops: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function giving the chunk's K outputs (K, B, ...) of its first reset unit on a shared input.
 
     Its entries are prepared once. When the unit opens with a linear or conv layer, that layer runs
     once for all K variants: a batched GEMM on the shared input (Linear) or one dense conv with
     their weights concatenated along the output channels; an α grid needs only its start and
-    final weights, mixed afterwards as z_start + α·(z_final − z_start).
+    final weights, mixed afterwards as z_start + α·(z_final − z_start). With `ops`, an α grid's
+    Linear layer is the fused interp_unit (and a following ReLU runs inside it when there is no
+    noise), and its weight noise comes from noisy_unit, drawn in the kernel.
     """
     layers = _linear_split(module)
     if layers is None:
@@ -352,6 +385,8 @@ def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant]
 
     if chunk[0].alpha is None:
         run_layer = _batched_layer(layer, stacked_of(name, layer))
+    elif ops and isinstance(layer, nn.Linear):
+        run_layer, rest = _fused_interpolation(unit, name, sources[chunk[0].source], state, chunk, noise, rest)
     else:
         # One source for the chunk (the plan groups interpolations by it): start and final, then mix.
         start, trained = _local(sources[chunk[0].source], f"{unit.name}.{name}"), _local(state, name)
@@ -383,6 +418,63 @@ def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant]
         return z
 
     return run
+
+
+def _fused_interpolation(unit: Unit, name: str, source: State, state: dict, chunk: list[Variant],
+                         noise: list[dict] | None, rest: list) -> tuple[Callable, list]:
+    """The first Linear layer of an α chunk through the fused operators: act(z₀ + α(z_T − z₀)) in
+    one interp_unit call, plus for criticality σ·(a E_kᵀ) from noisy_unit (weight 0, the variants'
+    seeds) and σ·e_k for the bias. Returns the layer's function and the children still to run."""
+    start, trained = _local(source, f"{unit.name}.{name}"), _local(state, name)
+    weight = trained["weight"]
+    alphas = torch.tensor([v.alpha for v in chunk], dtype=weight.dtype, device=weight.device)
+    relu = noise is None and bool(rest) and type(rest[0][1]) is nn.ReLU  # noise goes in before the ReLU
+    activation, rest = ("relu", rest[1:]) if relu else ("none", rest)
+    if noise is not None:
+        sigmas = torch.tensor([v.sigma for v in chunk], dtype=weight.dtype, device=weight.device)
+        seeds = torch.tensor([v.seed for v in chunk], dtype=torch.int64)
+        stream = unit.params.index(f"{unit.name}.{name}.weight")  # as in probes.noise
+        zero = torch.zeros_like(weight)
+        bias_key = f"{unit.name}.{name}.bias"
+        bias_noise = (sigmas.view(-1, 1, 1) * torch.stack([e[bias_key] for e in noise]).to(weight.device).unsqueeze(1)
+                      if bias_key in noise[0] else None)
+
+    def run_layer(a: torch.Tensor) -> torch.Tensor:
+        flat = a.reshape(-1, a.shape[-1])
+        z = lp_ops.interp_unit(flat, start["weight"], start.get("bias"), weight, trained.get("bias"), alphas, activation)
+        if noise is not None:
+            z.add_(lp_ops.noisy_unit(flat, zero, None, sigmas, seeds, stream))
+            if bias_noise is not None:
+                z.add_(bias_noise)
+        return z.view(len(chunk), *a.shape[:-1], -1)
+
+    return run_layer, rest
+
+
+def _fused_weight(unit: Unit, module: nn.Module) -> tuple[str, ...]:
+    """The weight whose noise the fused noisy_unit draws itself: a unit's first layer, if a Linear."""
+    layers = _linear_split(module)
+    return (f"{unit.name}.{layers[1][0]}.weight",) if layers and isinstance(layers[1][1], nn.Linear) else ()
+
+
+def _fused_head(module: nn.Module, state: dict):
+    """(pre, weight, bias) when the unit is parameter-free layers then a Linear (the fused head's
+    shape); else None."""
+    if not isinstance(module, nn.Sequential) or not len(module):
+        return None
+    *before, (name, layer) = module.named_children()
+    if type(layer) is not nn.Linear or any(any(True for _ in c.parameters()) or any(True for _ in c.buffers())
+                                           for _, c in before):
+        return None
+    own = _local(state, name)
+    return nn.Sequential(*[c for _, c in before]), own["weight"], own.get("bias")
+
+
+def _count(correct: torch.Tensor, loss: torch.Tensor, agree: torch.Tensor, ids: list[int], b: int, split: str,
+           tallies: dict) -> None:
+    for i, c, l, a in zip(ids, correct.tolist(), loss.tolist(), agree.tolist()):
+        t = tallies[i, split]
+        t.correct, t.loss, t.agree, t.n = t.correct + c, t.loss + l, t.agree + a, t.n + b
 
 
 def _batched_layer(layer: nn.Module, stacked: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from layerprobe.ops import normal_noise
 from layerprobe.units import FULLMODEL, Unit
 
 BN_STATS = ("same_source", "trained")
@@ -116,15 +117,25 @@ def _check_alphas(alphas: Sequence[float]) -> None:
         raise ValueError(f"α must lie in [0, 1] (a non-empty grid), got {list(alphas)}")
 
 
-def noise(variant: Variant, units: list[Unit], final: State) -> dict[str, torch.Tensor]:
-    """The standard normal noise E of a noisy variant, per parameter of its reset units.
+def noise(variant: Variant, units: list[Unit], final: State, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The standard normal noise E of a noisy variant, per parameter of its reset units (less `skip`).
 
-    Drawn on the CPU from the variant's seed, unit by unit in model order, so the reference and
-    the engine, on any device, perturb with the same numbers.
+    Layerprobe's one noise definition, ops.normal_noise (Philox4x32-10, csrc/philox.h): parameter p
+    of a unit (its index in the unit's parameters is the stream), flattened to 2-D (shape[0], rest),
+    gets entry (row, col) keyed by (variant seed, p, row, col). The engine's fused operators draw
+    the same numbers inside their kernels, on the CPU or a GPU, so every path perturbs alike.
     """
-    generator = torch.Generator().manual_seed(variant.seed)
-    return {k: torch.randn(final[k].shape, generator=generator, dtype=torch.float32).to(final[k].dtype)
-            for u in units if u.name in variant.units for k in u.params}
+    out = {}
+    for u in units:
+        if u.name in variant.units:
+            for stream, key in enumerate(u.params):
+                if key in skip:
+                    continue
+                shape = final[key].shape
+                rows = shape[0] if len(shape) else 1
+                out[key] = normal_noise(variant.seed, stream, rows, final[key].numel() // max(rows, 1),
+                                        final[key].dtype).view(shape)
+    return out
 
 
 def entry(variant: Variant, key: str, final: State, source: State) -> torch.Tensor:

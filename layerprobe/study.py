@@ -26,7 +26,7 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
               run: dict, num_classes: int, *, categories: dict, joint_groups: dict | None = None,
               device: str = "auto", memory_budget: int = 2 * 2**30, unit_rule: str | dict | None = None,
               transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-              progress: bool = True) -> dict[str, pd.DataFrame]:
+              progress: bool = True, ops: bool = False) -> dict[str, pd.DataFrame]:
     """The `robustness`, `distances` and `inventory` tables of one run.
 
     `checkpoints` maps epoch → state dict and must hold epoch 0 and the final epoch (the largest).
@@ -35,7 +35,8 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
     the run-level columns (run, dataset, model, seed); `categories` (the config's section) decides
     the joint probe's robust set; `joint_groups` are the run's named sets of units; `unit_rule` is
     inventory's rule; `transform` (e.g. `datasets.Splits.normalize`) turns the inputs into the model's,
-    applied only to the examples the subsets keep. Every setting is checked before any evaluation. The joint sets are
+    applied only to the examples the subsets keep; `ops` has the engine use the loaded fused operators
+    (layerprobe.ops.resolve). Every setting is checked before any evaluation. The joint sets are
     re-randomized with the same draws as single units, so only when re-randomization is on.
     """
     model = factory()
@@ -54,7 +55,7 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
 
     evaluate = lambda variants, on: engine.evaluate(  # noqa: E731
         model, units, variants, final, source, on, settings["bn_stats"], device=device, memory_budget=memory_budget,
-        progress=f"probe {run['run']}" if progress else None)
+        progress=f"probe {run['run']}" if progress else None, ops=ops)
 
     missing = [s for s in settings["splits"] if s not in splits]
     if missing:

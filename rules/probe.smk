@@ -5,6 +5,7 @@ rule probe:
     input:
         data=lambda wildcards: f"results/data/{RUNS[wildcards.run]['dataset']}.pt",
         manifest=rules.train.output.manifest,
+        ops=OPS_LIBRARY if USE_OPS else [],
     output:
         robustness="results/runs/{run}/probes/robustness.csv",
         distances="results/runs/{run}/probes/distances.csv",

@@ -20,6 +20,7 @@ from conftest import REPO
 pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
 
 TINY = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+TINY["engine"] = {"ops": "off"}  # no compiler run here; tests/test_ops.py runs the build rule
 
 
 def snakemake(folder: Path, config: dict, *args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,347 @@
+"""The fused operators of csrc/ against their PyTorch references in layerprobe/ops.py.
+
+The extension is built once per test run (session fixture `library`), into a temporary folder;
+tests that need it are skipped, with the reason, where no C++ compiler or ninja is found.
+"""
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from layerprobe import engine, ops, probes, reference
+from layerprobe.seeds import derive_seed
+
+from conftest import REPO
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory):
+    from torch.utils import cpp_extension
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler: the fused operators cannot be built here")
+    if not cpp_extension.is_ninja_available():
+        pytest.skip("ninja is not installed: torch.utils.cpp_extension needs it to build the operators")
+    path = ops.build(tmp_path_factory.mktemp("ops") / "layerprobe_ops.so")
+    ops.load(path)
+    return path
+
+
+def generator(*parts):
+    return torch.Generator().manual_seed(derive_seed("test_ops", *parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator
+# ---------------------------------------------------------------------------------------------
+
+def test_philox_matches_the_published_known_answers():
+    """Random123's known-answer vectors for philox4x32_10."""
+    cases = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+             ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+             ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+              (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for counter, key, expected in cases:
+        assert tuple(int(v) for v in ops.philox4x32_10(*counter, *key)) == expected
+
+
+def kernel_noise(seed, stream, rows, cols, dtype):
+    """E as the compiled kernels draw it: x = I, W = 0, σ = 1 gives x (W + E)ᵀ = Eᵀ exactly."""
+    eye = torch.eye(cols, dtype=dtype)
+    return ops.noisy_unit(eye, torch.zeros(rows, cols, dtype=dtype), None, torch.ones(1, dtype=dtype),
+                          torch.tensor([seed]), stream)[0].T
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernel_noise_is_the_reference_noise(library, dtype):
+    for seed, stream, rows, cols in [(0, 0, 3, 1), (12345, 2, 7, 33), (2**40 + 7, 1, 64, 64)]:
+        expected = ops.normal_noise(seed, stream, rows, cols, dtype)
+        actual = kernel_noise(seed, stream, rows, cols, dtype)
+        if dtype == torch.float32:  # the float64 maths may differ in its last bit (libm vs SLEEF), not in float32
+            assert torch.equal(actual, expected)
+        else:
+            torch.testing.assert_close(actual, expected, rtol=4e-16, atol=4e-16)
+
+
+def test_noise_is_standard_normal_and_independent(library):
+    n_rows, n_cols, k = 200, 250, 4  # 50,000 draws per k
+    draws = ops.noisy_unit(torch.eye(n_cols, dtype=torch.float64), torch.zeros(n_rows, n_cols, dtype=torch.float64),
+                           None, torch.ones(k, dtype=torch.float64), ops.seeds_for(99, k)).flatten(1)
+    n = draws.shape[1]
+    # mean ~ N(0, 1/n), variance ~ N(1, 2/n): 5 standard errors
+    assert draws.mean(1).abs().max() < 5 / n**0.5
+    assert (draws.var(1) - 1).abs().max() < 5 * (2 / n) ** 0.5
+    correlation = torch.corrcoef(draws)
+    off = correlation[~torch.eye(k, dtype=torch.bool)]
+    assert off.abs().max() < 5 / n**0.5  # independent across k
+    # neighbouring entries of a row and of a column are uncorrelated too
+    grid = draws[0].view(n_cols, n_rows)
+    assert abs(torch.corrcoef(torch.stack([grid[:, :-1].flatten(), grid[:, 1:].flatten()]))[0, 1]) < 5 / n**0.5
+    # a Kolmogorov-Smirnov distance within the 0.1% critical value
+    values = draws[0].sort().values
+    cdf = 0.5 * (1 + torch.erf(values / 2**0.5))
+    steps = torch.arange(1, n + 1, dtype=torch.float64) / n
+    assert torch.max(torch.maximum(steps - cdf, cdf - (steps - 1 / n))) < 1.95 / n**0.5
+
+
+def test_same_seed_same_noise_other_seed_other_noise(library):
+    a = kernel_noise(5, 0, 10, 11, torch.float32)
+    assert torch.equal(a, kernel_noise(5, 0, 10, 11, torch.float32))
+    assert not torch.isclose(a, kernel_noise(6, 0, 10, 11, torch.float32)).any()
+    assert not torch.isclose(a, kernel_noise(5, 1, 10, 11, torch.float32)).any()  # another stream
+    with pytest.raises(ValueError, match="seed must lie"):
+        ops.normal_noise(-1, 0, 2, 2)
+
+
+def test_probe_noise_is_the_philox_noise():
+    from layerprobe import models
+    from layerprobe.units import inventory
+    model = models.fcn((6,), 3, depth=1, width=5)
+    units = inventory(model)
+    final = model.state_dict()
+    variant = probes.Variant("criticality", "layer1", ("layer1",), ("checkpoint", 0), 77, 0.5, 0.1, 0)
+    noise = probes.noise(variant, units, final)
+    assert torch.equal(noise["layer1.linear.weight"], ops.normal_noise(77, 0, 5, 6, torch.float32))
+    assert torch.equal(noise["layer1.linear.bias"], ops.normal_noise(77, 1, 5, 1, torch.float32).view(5))
+
+
+# ---------------------------------------------------------------------------------------------
+# The operators against their references
+# ---------------------------------------------------------------------------------------------
+
+def head_inputs(v, n, c, f, dtype, seed=0):
+    g = generator("head", v, n, c, f, seed)
+    return (torch.randn(v, n, f, generator=g, dtype=dtype), torch.randn(c, f, generator=g, dtype=dtype),
+            torch.randn(c, generator=g, dtype=dtype), torch.randint(0, c, (n,), generator=g),
+            torch.randint(0, c, (n,), generator=g))
+
+
+def assert_head_equal(actual, expected, dtype):
+    assert torch.equal(actual[0], expected[0]) and torch.equal(actual[2], expected[2])
+    assert actual[0].dtype == actual[2].dtype == torch.int64 and actual[1].dtype == torch.float64
+    torch.testing.assert_close(actual[1], expected[1], rtol=1e-9 if dtype == torch.float64 else 1e-6, atol=1e-9)
+
+
+# (V, N, C, F): C from 2 to 1,000; N below, at and above a tile (CPU tiles: max(64, 2**18 / C) rows)
+HEAD_SIZES = [(1, 1, 2, 3), (3, 37, 10, 17), (7, 1001, 2, 5), (2, 300, 1000, 9), (2, 26215, 10, 4), (0, 5, 3, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", HEAD_SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_head_eval_equals_reference(library, dtype, size):
+    inputs = head_inputs(*size, dtype)
+    assert_head_equal(ops.head_eval(*inputs), ops.head_eval_reference(*inputs), dtype)
+    no_bias = (*inputs[:2], None, *inputs[3:])
+    assert_head_equal(ops.head_eval(*no_bias), ops.head_eval_reference(*no_bias), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_head_eval_breaks_ties_like_argmax(library, dtype):
+    hidden, weight, bias, labels, ref = head_inputs(4, 50, 7, 5, dtype, seed=1)
+    tied = (hidden, torch.zeros_like(weight), torch.zeros_like(bias), labels, ref)  # all logits equal
+    assert_head_equal(ops.head_eval(*tied), ops.head_eval_reference(*tied), dtype)
+    assert ops.head_eval(*tied)[0].tolist() == [int((labels == 0).sum())] * 4  # argmax picks class 0
+    twins = weight.clone()
+    twins[3], twins[5] = twins[1], twins[1]  # classes 1, 3 and 5 tie wherever class 1 wins
+    partly = (hidden, twins, torch.zeros_like(bias), labels, ref)
+    assert_head_equal(ops.head_eval(*partly), ops.head_eval_reference(*partly), dtype)
+
+
+def test_head_eval_rejects_bad_input(library):
+    hidden, weight, bias, labels, ref = head_inputs(2, 9, 4, 3, torch.float32)
+    for bad in (labels.clone().fill_(4), labels.clone().fill_(-1)):
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+            ops.head_eval(hidden, weight, bias, bad, ref)
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
+            ops.head_eval_reference(hidden, weight, bias, bad, ref)
+    with pytest.raises(ValueError, match="x has 3 features but weight expects 5"):
+        ops.head_eval(hidden, torch.zeros(4, 5), None, labels, ref)
+    with pytest.raises(ValueError, match=r"labels must have shape \(9\)"):
+        ops.head_eval(hidden, weight, bias, labels[:5], ref)
+    with pytest.raises(ValueError, match="weight must be Float like the other inputs"):
+        ops.head_eval(hidden, weight.double(), None, labels, ref)
+
+
+def linear_inputs(b, i, o, dtype, seed=0):
+    g = generator("linear", b, i, o, seed)
+    return (torch.randn(b, i, generator=g, dtype=dtype), torch.randn(o, i, generator=g, dtype=dtype),
+            torch.randn(o, generator=g, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,i,o,k", [(1, 1, 1, 1), (13, 7, 5, 11), (100, 33, 65, 3), (4, 6, 3, 0)])
+@pytest.mark.parametrize("activation", ["none", "relu"])
+def test_interp_unit_equals_reference(library, dtype, b, i, o, k, activation):
+    x, w0, b0 = linear_inputs(b, i, o, dtype)
+    _, w1, b1 = linear_inputs(b, i, o, dtype, seed=1)
+    alphas = torch.rand(k, generator=generator("alphas", k), dtype=dtype)
+    for biases in ((b0, b1), (None, None)):
+        actual = ops.interp_unit(x, w0, biases[0], w1, biases[1], alphas, activation)
+        assert actual.shape == (k, b, o)
+        torch.testing.assert_close(actual, ops.interp_unit_reference(x, w0, biases[0], w1, biases[1], alphas,
+                                                                     activation), **tolerance(dtype))
+    with pytest.raises(ValueError, match="activation must be 'none' or 'relu'"):
+        ops.interp_unit(x, w0, b0, w1, b1, alphas, "tanh")
+    with pytest.raises(ValueError, match="give both biases or neither"):
+        ops.interp_unit(x, w0, b0, w1, None, alphas, "none")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,i,o,k", [(1, 1, 1, 1), (13, 7, 5, 6), (50, 33, 65, 3), (3, 4, 2, 0)])
+def test_noisy_unit_equals_reference(library, dtype, b, i, o, k):
+    x, w, bias = linear_inputs(b, i, o, dtype)
+    g = generator("sigmas", k)
+    sigmas = torch.rand(k, generator=g, dtype=dtype)
+    seeds = torch.randint(0, 2**62, (k,), generator=g)
+    for bias_ in (bias, None):
+        actual = ops.noisy_unit(x, w, bias_, sigmas, seeds, 3)
+        assert actual.shape == (k, b, o)
+        torch.testing.assert_close(actual, ops.noisy_unit_reference(x, w, bias_, sigmas, seeds, 3), **tolerance(dtype))
+    with pytest.raises(ValueError, match=r"seeds must have shape \(%d\)" % k):
+        ops.noisy_unit(x, w, bias, sigmas, seeds[:0] if k else torch.zeros(1, dtype=torch.int64), 0)
+
+
+def test_opcheck(library):
+    """Schemas, fake kernels and dispatch are consistent (torch.library.opcheck) for every operator."""
+    hidden, weight, bias, labels, ref = head_inputs(3, 21, 5, 4, torch.float32)
+    x, w0, b0 = linear_inputs(6, 4, 3, torch.float64)
+    _, w1, b1 = linear_inputs(6, 4, 3, torch.float64, seed=1)
+    alphas = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+    samples = [(torch.ops.layerprobe.head_eval.default, (hidden, weight, bias, labels, ref)),
+               (torch.ops.layerprobe.head_eval.default, (hidden.double(), weight.double(), None, labels, ref)),
+               (torch.ops.layerprobe.interp_unit.default, (x, w0, b0, w1, b1, alphas, "relu")),
+               (torch.ops.layerprobe.interp_unit.default, (x.float(), w0.float(), None, w1.float(), None,
+                                                           alphas.float(), "none")),
+               (torch.ops.layerprobe.noisy_unit.default, (x, w0, b0, alphas, torch.tensor([1, 2, 3]), 0)),
+               (torch.ops.layerprobe.noisy_unit.default, (x.float(), w0.float(), None, alphas.float(),
+                                                          torch.tensor([4, 5, 6]), 2))]
+    for op, args in samples:
+        torch.library.opcheck(op, args)
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine with the operators on and off
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def counted(library, monkeypatch):
+    """Counts the engine's calls of each operator, to check the fused paths really ran."""
+    calls = dict.fromkeys(ops.OPS, 0)
+    for name in ops.OPS:
+        original = getattr(ops, name)
+
+        def wrapper(*args, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(*args)
+        monkeypatch.setattr(ops, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["fcn", "vgg_bn"])
+def test_engine_results_equal_with_ops_on_and_off(counted, name):
+    from test_engine import assert_same_rows, every_probe, setting
+    model, units, checkpoints, source, splits = setting(name)
+    variants = every_probe(units)
+    off = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
+    on = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu", ops=True)
+    assert_same_rows(off, on, loss_rel=1e-12)
+    assert_same_rows(reference.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source"), on)
+    assert counted["head_eval"] > 0
+    if name == "fcn":  # its units open with a Linear: the α grid and the noise run fused
+        assert counted["interp_unit"] > 0 and counted["noisy_unit"] > 0
+
+
+def test_engine_in_float32_with_ops_matches_within_one_prediction(counted):
+    from test_engine import assert_same_rows, setting
+    model, units, checkpoints, source, splits = setting("fcn", torch.float32)
+    seeds = {(u.name, 0, 0, 0): derive_seed("f32", u.name) for u in units}
+    variants = (probes.reinit(units, [0, 1]) + probes.interpolate(units, [0.0, 0.5, 1.0])
+                + probes.criticality(units, [0.5], [0.1], seeds))
+    off = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
+    on = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu", ops=True)
+    assert_same_rows(off, on, loss_rel=1e-4, error_slack=1 / 41)
+
+
+def test_ops_must_be_loaded_for_the_engine(library):
+    from test_engine import setting
+    model, units, checkpoints, source, splits = setting("fcn")
+    if not torch.cuda.is_available():
+        with pytest.raises(ops.OpsUnavailable, match="not loaded for cuda"):
+            engine.evaluate(model, units, probes.reinit(units, [0]), checkpoints[5], source, splits, "same_source",
+                            device="cuda", ops=True)
+    assert ops.resolve("off") is False and ops.resolve("auto") is True and ops.resolve(True) is True
+    with pytest.raises(ValueError, match="engine.ops must be one of"):
+        ops.resolve("maybe")
+
+
+def test_resolve_without_a_library(tmp_path):
+    """In a fresh process (nothing loaded): auto falls back, on names the missing file and the rule."""
+    code = ("import sys; from layerprobe import ops\n"
+            "assert ops.resolve('auto', sys.argv[1]) is False and ops.resolve('off') is False\n"
+            "try:\n    ops.resolve('on', sys.argv[1])\nexcept ops.OpsUnavailable as err:\n    print(err)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.so")], capture_output=True,
+                            text=True, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "missing.so do not exist" in result.stdout and "build_ops" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: the CUDA kernels cannot be compiled")
+def test_every_cu_file_compiles_with_nvcc(tmp_path):
+    for source in sorted((REPO / "csrc").glob("*.cu")):
+        result = subprocess.run(["nvcc", "-c", "-arch=sm_90", "-I", str(REPO / "csrc"), str(source),
+                                 "-o", str(tmp_path / (source.stem + ".o"))], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr
+
+
+def test_cuda_sources_include_no_torch_headers():
+    for source in [REPO / "csrc" / "kernels.cu", REPO / "csrc" / "kernels.h", REPO / "csrc" / "philox.h"]:
+        text = source.read_text()
+        assert "torch/" not in text and "ATen" not in text and "c10" not in text, source
+
+
+@pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
+def test_workflow_builds_once_and_a_kernel_edit_reruns_build_and_probes(library, tmp_path):
+    """The build rule runs once and the probe job loads its library (a csrc edit rerunning build and
+    probe is Snakemake's mtime rule on the build's inputs; see the report: not asserted here)."""
+    import yaml
+    tree = tmp_path / "repo"
+    tree.mkdir()
+    for name in ("Snakefile", "rules", "pyscripts", "layerprobe", "csrc", "envs", "report"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, tree / name)
+    (tree / "schemas").mkdir()
+    shutil.copy(REPO / "layerprobe" / "config.schema.yaml", tree / "schemas" / "config.schema.yaml")
+    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    config["runs"] = config["runs"][:1]
+    config["probes"] = {"rerandomize": {"enabled": False}, "interpolate": {"alphas": 3},
+                        "criticality": {"enabled": False}, "joint": {"enabled": False}}
+    config["engine"] = {"ops": "on", "device": "cpu"}
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/runs/fcn/probes/robustness.csv"
+
+    def snakemake(*args):
+        return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"), "--directory",
+                               str(work), "--configfile", str(work / "config.yaml"), *args, target],
+                              capture_output=True, text=True, timeout=600, cwd=work)
+
+    result = snakemake("--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.stdout + result.stderr).count("rule build_ops:") == 1
+    assert "fused operators on" in (work / "logs/probe/fcn.log").read_text()
+    assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(snakemake("-n"))
