@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import jsonschema
+import torch
 import yaml
 from torch import nn
 
@@ -101,6 +102,16 @@ def _cross_checks(config: dict) -> list[str]:
             if missing:
                 messages.append(f"probes.joint.checkpoints: run {run['name']!r} has no checkpoint at epoch(s) {missing}")
     return messages
+
+
+def job_gpus(setting: int | str, device: str) -> int:
+    """GPUs a job asks a scheduler for: `resources.<rule>.gpu`, where auto is 1 for a job whose device is
+    cuda, or auto on a machine that sees a GPU (where the workflow is planned), else 0."""
+    if setting != "auto":
+        return int(setting)
+    if device.startswith("cuda"):
+        return 1
+    return int(device == "auto" and torch.cuda.is_available())
 
 
 def probe_job_settings(probes: dict) -> dict:

@@ -6,3 +6,8 @@ def figures(name, enabled=True, **wildcards):
     if not enabled:
         return []
     return expand(f"results/figures/{{run}}/{name}.{{ext}}", run=RUNS, ext=["png", "pdf"], **wildcards)
+
+
+def gpus(rule, device):
+    """GPUs a job of `rule` asks for (config `resources`); a profile's set-resources overrides it."""
+    return layerprobe.config.job_gpus(config["resources"][rule]["gpu"], device)

@@ -6,6 +6,9 @@ rule data:
         "results/data/{dataset}.pt",
     params:
         settings=lambda wildcards: config["datasets"][wildcards.dataset],
+    resources:
+        mem_mb=config["resources"]["data"]["mem_mb"],
+        runtime=config["resources"]["data"]["runtime"],
     log:
         "logs/data/{dataset}.log",
     benchmark:
