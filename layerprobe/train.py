@@ -61,7 +61,7 @@ def resolve_device(device: str) -> torch.device:
     return device
 
 
-class _Batches:
+class Batches:
     """A split's raw images and labels where batches are gathered from, and the standardization."""
 
     def __init__(self, data: Splits, which: str, device: torch.device):
@@ -82,7 +82,7 @@ class _Batches:
         return self.x[index].to(self.device, non_blocking=True)
 
 
-def _evaluate(model: nn.Module, split: _Batches, autocast: torch.autocast) -> dict:
+def _evaluate(model: nn.Module, split: Batches, autocast: torch.autocast) -> dict:
     """Error and loss of the model on a split, standardized batch by batch (no float copy of the split)."""
     def forward(index: torch.Tensor) -> torch.Tensor:
         with autocast:
@@ -91,7 +91,7 @@ def _evaluate(model: nn.Module, split: _Batches, autocast: torch.autocast) -> di
     return classify(forward, torch.arange(len(split.x)), split.y, batch_size=EVAL_BATCH)
 
 
-def _log_row(model: nn.Module, splits: dict[str, _Batches] | None, epoch: int, lr: float, step_loss: float,
+def _log_row(model: nn.Module, splits: dict[str, Batches] | None, epoch: int, lr: float, step_loss: float,
              autocast: torch.autocast) -> dict:
     row = {"epoch": epoch, "lr": lr, "step_loss": step_loss}
     if splits is None:
@@ -151,6 +151,27 @@ def _load_resume(directory: Path, expected: str, save_epochs: list[int]) -> dict
     return state
 
 
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, split: Batches, batch_size: int,
+                crop: int, flip: bool, generators: dict[str, torch.Generator],
+                autocast: torch.autocast) -> torch.Tensor:
+    """One pass over the split in a random order; the mean step loss as a float64 tensor on the device.
+
+    Per batch: gather the uint8 images, move them to the device, crop and flip them there, standardize,
+    one SGD step. Nothing waits on the device (the loss is summed there).
+    """
+    total, steps = torch.zeros((), dtype=torch.float64, device=split.device), 0
+    for batch in torch.randperm(len(split.x), generator=generators["order"]).split(batch_size):
+        x = augment.crop_flip(split.images(batch), crop, flip, generators["augment"])
+        with autocast:
+            loss = F.cross_entropy(model(split.normalize(x)), split.y[batch.to(split.device)])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+        steps += 1
+    return total / steps
+
+
 def train(factory: Callable[[], nn.Module], data: Splits, recipe: dict, seed: int,
           checkpoint_dir: str | Path, save_epochs: list[int], progress: bool = True,
           meta: dict | None = None) -> list[dict]:
@@ -192,7 +213,7 @@ def train(factory: Callable[[], nn.Module], data: Splits, recipe: dict, seed: in
     generators = {"order": torch.Generator().manual_seed(derive_seed(seed, "batch-order")),
                   "augment": torch.Generator(device).manual_seed(derive_seed(seed, "augment"))}
     crop, flip = settings["augment"]["crop_padding"], settings["augment"]["flip"]
-    splits = {which: _Batches(data, which, device) for which in ("train", "test")}
+    splits = {which: Batches(data, which, device) for which in ("train", "test")}
     train_split = splits["train"]
 
     def snapshot(epoch: int, log: list[dict]) -> None:
@@ -226,19 +247,9 @@ def train(factory: Callable[[], nn.Module], data: Splits, recipe: dict, seed: in
                initial=start - 1, total=epochs)
     for epoch in bar:
         lr = optimizer.param_groups[0]["lr"]
-        total, steps = torch.zeros((), dtype=torch.float64, device=device), 0
-        for batch in torch.randperm(len(train_split.x), generator=generators["order"]).split(settings["batch_size"]):
-            x = train_split.images(batch)
-            x = augment.crop_flip(x, crop, flip, generators["augment"])
-            with autocast:
-                loss = F.cross_entropy(model(train_split.normalize(x)), train_split.y[batch.to(device)])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-            steps += 1
-        # One host sync per epoch: a NaN or inf loss anywhere in it makes the sum non-finite.
-        step_loss = total.item() / steps
+        # One host sync per epoch: a NaN or inf loss anywhere in it makes the mean non-finite.
+        step_loss = train_epoch(model, optimizer, train_split, settings["batch_size"], crop, flip, generators,
+                                autocast).item()
         if not math.isfinite(step_loss):
             kept = [e for e in save_epochs if e < epoch]
             raise TrainingDiverged(
