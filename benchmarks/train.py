@@ -3,13 +3,13 @@
 Run from the repository root:
 
     python benchmarks/train.py --quick            # tiny sizes: seconds (the tests run this)
-    python benchmarks/train.py                    # 10,240 CIFAR-sized images, 3 epochs each
+    python benchmarks/train.py                    # 4,096 CIFAR-sized images, 2 timed epochs each
     python benchmarks/train.py --device cuda --json train.json
 
 Both loops train the same model from the same initial weights — a small VGG (3×32×32 inputs;
-stages 32, 64, 128; fc 256; batch norm), and an FCN 3×256 where the input pipeline weighs more — with SGD (momentum 0.9, weight decay 5e-4, lr 0.05), batch 128, on the same
-random uint8 images with random labels, with the cifar-sgd augmentation (random crop, zero padding 4,
-and horizontal flip):
+stages 16, 32, 64; fc 128; batch norm), and an FCN 3×128 where the input pipeline weighs more —
+with SGD (momentum 0.9, weight decay 5e-4, lr 0.05), batch 128, on the same random uint8 images
+with random labels, with the cifar-sgd augmentation (random crop, zero padding 4, horizontal flip):
 
   layerprobe  layerprobe.train.train_epoch: uint8 batches gathered by index, moved to the device,
               cropped and flipped there for the whole batch (one gather), standardized there
@@ -156,7 +156,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = train.resolve_device(args.device)
-    n, size, width, epochs = (512, 16, 8, 1) if args.quick else (10_240, 32, 32, 3)
+    n, size, width, epochs = (512, 16, 8, 1) if args.quick else (4_096, 32, 16, 2)
     epochs = args.epochs or epochs
     print(f"cpu: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {device}, DataLoader workers {args.workers}")
