@@ -3,7 +3,7 @@
 Run from the repository root:
 
     python benchmarks/train.py --quick            # tiny sizes: seconds (the tests run this)
-    python benchmarks/train.py                    # 4,096 CIFAR-sized images, 2 timed epochs each
+    python benchmarks/train.py                    # 4,096 CIFAR-sized images, 5 timed epochs each
     python benchmarks/train.py --device cuda --json train.json
 
 Both loops train the same model from the same initial weights — a small VGG (3×32×32 inputs;
@@ -18,9 +18,10 @@ with random labels, with the cifar-sgd augmentation (random crop, zero padding 4
               torch.utils.data.DataLoader (shuffle, batch 128, --workers worker processes) collating
               the batch, the batch moved to the device, one SGD step
 
-Timing: per model, one warm-up epoch each, then --epochs epochs timed with time.perf_counter (after
-torch.cuda.synchronize on CUDA). Columns: model, loop, samples_per_s (images trained per second, median
-over the timed epochs), epoch_s (its seconds per epoch), speedup (layerprobe's samples/s ÷ the
+Timing: per model, one warm-up epoch each, then --epochs epochs each, the two loops taking turns
+epoch by epoch (a load that comes and goes on a shared machine hits both alike), timed with
+time.perf_counter (after torch.cuda.synchronize on CUDA). Columns: model, loop, samples_per_s
+(images trained per second, median over the timed epochs), epoch_s (its seconds per epoch), speedup (layerprobe's samples/s ÷ the
 DataLoader's). The first lines name the CPU, torch's threads and the device.
 """
 from __future__ import annotations
@@ -89,15 +90,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_epochs(run_epoch, epochs: int, device: torch.device) -> list[float]:
-    run_epoch()  # warm-up
-    sync(device)
-    seconds = []
-    for _ in range(epochs):
-        start = time.perf_counter()
+def time_epochs(loops: dict, epochs: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per epoch of each loop; the loops take turns epoch by epoch, so a load that comes
+    and goes on a shared machine hits them alike."""
+    for run_epoch in loops.values():  # warm-up
         run_epoch()
-        sync(device)
-        seconds.append(time.perf_counter() - start)
+    sync(device)
+    seconds = {name: [] for name in loops}
+    for _ in range(epochs):
+        for name, run_epoch in loops.items():
+            start = time.perf_counter()
+            run_epoch()
+            sync(device)
+            seconds[name].append(time.perf_counter() - start)
     return seconds
 
 
@@ -134,11 +139,12 @@ def dataloader_loop(data: Splits, width: int, device: torch.device, workers: int
 def measure(n: int, size: int, width: int, epochs: int, device: torch.device, workers: int,
             kind: str = "vgg") -> list[dict]:
     data = random_data(n, size)
+    loops = {"layerprobe": layerprobe_loop(data, width, device, kind),
+             "dataloader": dataloader_loop(data, width, device, workers, kind)}
     rows = []
-    for name, loop in (("layerprobe", layerprobe_loop(data, width, device, kind)),
-                       ("dataloader", dataloader_loop(data, width, device, workers, kind))):
-        seconds = statistics.median(time_epochs(loop, epochs, device))
-        rows.append({"model": kind, "loop": name, "samples_per_s": n / seconds, "epoch_s": seconds, "speedup": None})
+    for name, seconds in time_epochs(loops, epochs, device).items():
+        median = statistics.median(seconds)
+        rows.append({"model": kind, "loop": name, "samples_per_s": n / median, "epoch_s": median, "speedup": None})
     rows[0]["speedup"] = rows[0]["samples_per_s"] / rows[1]["samples_per_s"]
     return rows
 
@@ -156,7 +162,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = train.resolve_device(args.device)
-    n, size, width, epochs = (512, 16, 8, 1) if args.quick else (4_096, 32, 16, 2)
+    n, size, width, epochs = (512, 16, 8, 1) if args.quick else (4_096, 32, 16, 5)
     epochs = args.epochs or epochs
     print(f"cpu: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {device}, DataLoader workers {args.workers}")
