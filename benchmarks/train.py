@@ -21,8 +21,8 @@ with random labels, with the cifar-sgd augmentation (random crop, zero padding 4
 Timing: per model, one warm-up epoch each, then --epochs epochs each, the two loops taking turns
 epoch by epoch (a load that comes and goes on a shared machine hits both alike), timed with
 time.perf_counter (after torch.cuda.synchronize on CUDA). Columns: model, loop, samples_per_s
-(images trained per second, median over the timed epochs), epoch_s (its seconds per epoch), speedup (layerprobe's samples/s ÷ the
-DataLoader's). The first lines name the CPU, torch's threads and the device.
+(images trained per second, median over the timed epochs), epoch_s (its seconds per epoch),
+speedup (layerprobe's samples/s ÷ the DataLoader's). The first lines name the CPU, torch's threads and the device.
 """
 from __future__ import annotations
 
