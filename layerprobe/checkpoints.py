@@ -16,6 +16,7 @@ import torch
 from layerprobe.atomic import atomic_path, write_text
 
 MANIFEST = "manifest.json"
+RESUME = "resume.pt"  # layerprobe.train's state for continuing a killed training
 
 
 class CheckpointError(ValueError):
@@ -58,9 +59,10 @@ def load(path: str | Path, expected_sha256: str | None = None) -> dict:
 
 
 def clear(directory: str | Path) -> list[Path]:
-    """Remove the manifest (first: the run stops counting as complete), then every checkpoint."""
+    """Remove the manifest (first: the run stops counting as complete), then every checkpoint and resume state."""
     directory = Path(directory)
-    removed = [p for p in [directory / MANIFEST, *sorted(directory.glob("epoch_*.pt"))] if p.exists()]
+    removed = [p for p in [directory / MANIFEST, *sorted(directory.glob("epoch_*.pt")), directory / RESUME]
+               if p.exists()]
     for path in removed:
         path.unlink()
     return removed

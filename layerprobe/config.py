@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Callable
 
 import jsonschema
+import torch
 import yaml
 from torch import nn
 
-from layerprobe import datasets, models
+from layerprobe import datasets, models, recipes
 from layerprobe.datasets import SPLITS, Splits
 from layerprobe.train import checkpoint_epochs
 
@@ -66,7 +67,10 @@ def _problems(schema: dict, instance: dict) -> list[str]:
 
 
 def _cross_checks(config: dict) -> list[str]:
-    """What a schema cannot say: unique run names, epochs within each run's training length."""
+    """What a schema cannot say: unique run names, recipes that resolve, epochs within each run's training length.
+
+    Resolves every run's `train` to its recipe's full settings (layerprobe.recipes) in place.
+    """
     messages, seen = _dataset_checks(config), set()
     probes = config["probes"]
     if not any(probes[kind]["enabled"] for kind in PROBES):
@@ -78,11 +82,19 @@ def _cross_checks(config: dict) -> list[str]:
     if joint["enabled"] and joint["robust"] and not (probes["reinit"]["enabled"] and "test" in probes["splits"]):
         messages.append("probes.joint.robust: the robust set comes from re-initialization on the test split; "
                         "enable probes.reinit and list 'test' in probes.splits, or set probes.joint.robust: false")
+    for name in config["recipes"]:  # every declared recipe resolves, used or not
+        messages += recipes.problems({"recipe": name}, config["recipes"], f"recipes.{name}")[1]
     for i, run in enumerate(config["runs"]):
         if run["name"] in seen:
             messages.append(f"runs[{i}].name: run name {run['name']!r} is used twice")
         seen.add(run["name"])
-        epochs = run["train"]["epochs"]
+        # A run's train becomes its recipe's full settings with the run's overrides (and the recipe's name).
+        settings, problems = recipes.problems(run["train"], config["recipes"], f"runs[{i}].train")
+        messages += [p for p in problems if p not in messages]
+        if settings is None:
+            continue
+        run["train"] = settings
+        epochs = settings["epochs"]
         try:
             checkpoint_epochs(run["checkpoints"], epochs)
         except ValueError as err:
@@ -91,9 +103,6 @@ def _cross_checks(config: dict) -> list[str]:
             missing = sorted(set(joint["checkpoints"]) - set(checkpoint_epochs(run["checkpoints"], epochs)))
             if missing:
                 messages.append(f"probes.joint.checkpoints: run {run['name']!r} has no checkpoint at epoch(s) {missing}")
-        late = [m for m in run["train"]["lr_milestones"] if m > epochs]
-        if late:
-            messages.append(f"runs[{i}].train.lr_milestones: {late} lie beyond train.epochs = {epochs}")
     return messages
 
 
@@ -119,6 +128,16 @@ def _dataset_checks(config: dict) -> list[str]:
             elif not Path(decl["root"]).expanduser().is_dir():
                 messages.append(f"datasets.{name}.root: {decl['root']} is not a folder")
     return messages
+
+
+def job_gpus(setting: int | str, device: str) -> int:
+    """GPUs a job asks a scheduler for: `resources.<rule>.gpu`, where auto is 1 for a job whose device is
+    cuda, or auto on a machine that sees a GPU (where the workflow is planned), else 0."""
+    if setting != "auto":
+        return int(setting)
+    if device.startswith("cuda"):
+        return 1
+    return int(device == "auto" and torch.cuda.is_available())
 
 
 def probe_job_settings(probes: dict) -> dict:

@@ -23,3 +23,8 @@ def declared_file(wildcards):
 def dataset_files(wildcards):
     roles = layerprobe.datasets.file_roles(config["datasets"][wildcards.dataset])
     return {role: f"data/downloads/{wildcards.dataset}/{role}" for role in roles}
+
+
+def gpus(rule, device):
+    """GPUs a job of `rule` asks for (config `resources`); a profile's set-resources overrides it."""
+    return layerprobe.config.job_gpus(config["resources"][rule]["gpu"], device)

@@ -29,6 +29,9 @@ rule data:
     params:
         settings=lambda wildcards: layerprobe.datasets.job_settings(config["datasets"][wildcards.dataset]),
     threads: config["threads"]  # decoding a folder dataset runs on this many processes
+    resources:
+        mem_mb=config["resources"]["data"]["mem_mb"],
+        runtime=config["resources"]["data"]["runtime"],
     log:
         "logs/data/{dataset}.log",
     benchmark:

@@ -17,6 +17,10 @@ rule probe:
         engine=config["engine"],
         torch_threads=config["threads"],
     threads: config["threads"]
+    resources:
+        gpu=gpus("probe", config["engine"]["device"]),
+        mem_mb=config["resources"]["probe"]["mem_mb"],
+        runtime=config["resources"]["probe"]["runtime"],
     log:
         "logs/probe/{run}.log",
     benchmark:

@@ -1,6 +1,7 @@
 # Training with checkpoints. The manifest is written last, so it marks a complete run; the
 # checkpoint files themselves are not declared outputs, so a failed (e.g. diverged) job keeps the
-# epochs it saved for inspection instead of Snakemake deleting them.
+# epochs it saved for inspection instead of Snakemake deleting them. A killed job, run again, continues
+# from the resume state the training keeps beside the checkpoints (layerprobe.train).
 
 
 rule train:
@@ -14,6 +15,10 @@ rule train:
         run=lambda wildcards: {key: RUNS[wildcards.run][key] for key in ("dataset", "seed", "model", "train", "checkpoints")},
         torch_threads=config["threads"],
     threads: config["threads"]
+    resources:
+        gpu=lambda wildcards: gpus("train", RUNS[wildcards.run]["train"]["device"]),
+        mem_mb=config["resources"]["train"]["mem_mb"],
+        runtime=config["resources"]["train"]["runtime"],
     log:
         "logs/train/{run}.log",
     benchmark:

@@ -1,5 +1,5 @@
 """benchmarks/engine.py end to end on tiny cases: every evaluator runs, the JSON has the table's fields,
-and the engine's errors equal the loop's."""
+and the engine's errors equal the loop's; benchmarks/train.py in its quick mode."""
 from __future__ import annotations
 
 import importlib.util
@@ -53,3 +53,18 @@ def test_floor_counts_minimal_work(bench):
     assert macs == [784 * 16, 16 * 10]
     per_input = sum(macs) + (2 * macs[0] + 5 * macs[1]) + 2 * macs[1]
     assert bench.minimal_macs(case) == 10 * per_input
+
+
+def test_train_benchmark_quick_runs(tmp_path):
+    """benchmarks/train.py --quick: both loops train, one row each per model, with the speedup."""
+    import subprocess
+
+    path = tmp_path / "train.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train.py"), "--quick", "--threads", "1",
+                             "--json", str(path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(path.read_text())
+    assert [(row["model"], row["loop"]) for row in rows] == [
+        ("vgg", "layerprobe"), ("vgg", "dataloader"), ("fcn", "layerprobe"), ("fcn", "dataloader")]
+    assert all(row["samples_per_s"] > 0 for row in rows) and rows[0]["speedup"] > 0
+    assert "speedup" in result.stdout

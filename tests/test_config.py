@@ -98,12 +98,17 @@ def test_grids_and_sizes():
 def test_every_schema_key_is_typed_described_and_defaulted():
     import yaml
 
+    from layerprobe import recipes
+
     def walk(schema, path, required=()):
         for name, sub in schema.get("properties", {}).items():
             where = f"{path}.{name}"
             if "const" in sub:
                 continue
             assert "description" in sub, f"{where} has no description"
+            if "$ref" in sub:  # typed by its definition, walked below
+                assert "default" in sub, f"{where} has no default"
+                continue
             assert "type" in sub, f"{where} has no type"
             assert name in required or "default" in sub, f"{where} is neither required nor defaulted"
             walk(sub, where, sub.get("required", ()))
@@ -117,6 +122,12 @@ def test_every_schema_key_is_typed_described_and_defaulted():
 
     schema = yaml.safe_load(SCHEMA.read_text())
     walk(schema, "", schema["required"])
+    # The train settings take their defaults from the `default` recipe, which sets every one of them.
+    train = schema["definitions"]["train"]
+    default = recipes.builtin()["default"]
+    train["properties"]["augment"]["required"] = list(default["augment"])
+    walk(train, "definitions.train", [*default, "recipe"])
+    assert set(train["properties"]) == {"recipe", *recipes.SETTINGS} == {"recipe", *default}
 
 
 # ---- dataset declarations

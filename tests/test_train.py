@@ -1,15 +1,22 @@
-"""Training: checkpoints at the right epochs, bitwise reproducible, loud on divergence and bad files."""
+"""Training: checkpoints at the right epochs, bitwise reproducible, resumable after a kill, loud on divergence,
+bad recipes and bad files."""
 import json
+import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from layerprobe import checkpoints, train
+from layerprobe import checkpoints, datasets, recipes, train
 from layerprobe.config import model_factory
 from layerprobe.models import fresh_state
 
-from conftest import tiny_run
+from conftest import REPO, tiny_run
 
 
 def test_checkpoints_include_initialization_and_final_epoch(trained):
@@ -98,3 +105,167 @@ def test_retraining_replaces_an_earlier_training_wholesale(tmp_path, digits):
     train.train(factory, digits, run["train"], 1, tmp_path, [2], progress=False)
     assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_0.pt", "epoch_2.pt", "epoch_4.pt"]
     assert all(checkpoints.load(p)["seed"] == 1 for p in tmp_path.glob("epoch_*.pt"))
+
+
+# --- Resuming a killed training -------------------------------------------------------------------
+
+CHILD = r"""
+import sys, time
+import torch
+from layerprobe import augment, checkpoints, datasets, train
+from layerprobe.config import model_factory
+
+folder, marker, stop_at, where, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+run = {recipe}
+torch.set_num_threads(1)
+data = datasets.load(data)  # the parent's very tensors (the workflow's data file)
+
+def hang():
+    open(marker, "w").close()
+    time.sleep(600)  # the parent kills this process here
+
+if where == "batch":  # hang in the middle of an epoch: at the stop_at-th augmented batch
+    crop_flip, calls = augment.crop_flip, [0]
+    def slow(*args):
+        calls[0] += 1
+        if calls[0] == stop_at:
+            hang()
+        return crop_flip(*args)
+    augment.crop_flip = slow
+else:  # hang after epoch stop_at's resume state, before its checkpoint file
+    save = checkpoints.save
+    def slow(directory, epoch, *args, **kwargs):
+        if epoch == stop_at:
+            hang()
+        return save(directory, epoch, *args, **kwargs)
+    checkpoints.save = slow
+train.train(model_factory(run, data), data, run["train"], run["seed"], folder, run["checkpoints"], progress=False)
+"""
+
+
+def augmented_run(**train_settings) -> dict:
+    run = tiny_run(name="vgg", stages=[[4]], fc=[8], batch_norm=True)
+    run["train"] = {"recipe": "cifar-sgd", "epochs": 6, "batch_size": 64, "lr_milestones": [3], "lr": 0.05,
+                    "augment": {"crop_padding": 1}, "device": "cpu", **train_settings}  # 8x8 digits: pad 1
+    run["checkpoints"] = [2, 4]
+    return run
+
+
+def killed_then_resumed(tmp_path, digits, run, stop_at, where):
+    folder, marker, data = tmp_path / "resumed", tmp_path / "marker", tmp_path / "digits.pt"
+    datasets.save(digits, data)
+    script = CHILD.format(recipe=repr(run))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", script, str(folder), str(marker), str(stop_at), where, str(data)],
+                             env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, "the training to be killed ended early"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert not (folder / checkpoints.MANIFEST).exists() and (folder / checkpoints.RESUME).exists()
+    before = {p.name: p.read_bytes() for p in folder.glob("epoch_*.pt")}
+    torch.set_num_threads(1)
+    log = train.train(model_factory(run, digits), digits, run["train"], run["seed"], folder, run["checkpoints"],
+                      progress=False)
+    for name, content in before.items():  # checkpoints of the killed run are kept, not rewritten
+        assert (folder / name).read_bytes() == content
+    return folder, log, before
+
+
+def assert_same_training(folder_a, log_a, folder_b, log_b):
+    assert json.dumps(log_a) == json.dumps(log_b)  # NaN-safe, exact floats
+    states_a = checkpoints.load_all(folder_a / checkpoints.MANIFEST)
+    states_b = checkpoints.load_all(folder_b / checkpoints.MANIFEST)
+    assert sorted(states_a) == sorted(states_b) == [0, 2, 4, 6]
+    for epoch, state in states_a.items():
+        assert all(torch.equal(state[k], states_b[epoch][k]) for k in state), epoch
+    assert not (folder_a / checkpoints.RESUME).exists() and not (folder_b / checkpoints.RESUME).exists()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, digits):
+    run = augmented_run()
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    torch.set_num_threads(1)
+    log = train.train(model_factory(run, digits), digits, run["train"], run["seed"], folder, run["checkpoints"],
+                      progress=False)
+    return run, folder, log
+
+
+def test_killed_mid_epoch_resumes_bitwise(tmp_path, digits, uninterrupted):
+    run, folder, log = uninterrupted
+    batches_per_epoch = math.ceil(len(digits.x_train) / run["train"]["batch_size"])
+    stop_at = 3 * batches_per_epoch + 5  # in epoch 4, after checkpoint 2 and the resume state of epoch 3
+    resumed, resumed_log, before = killed_then_resumed(tmp_path, digits, run, stop_at, "batch")
+    assert sorted(before) == ["epoch_0.pt", "epoch_2.pt"]
+    assert_same_training(resumed, resumed_log, folder, log)
+
+
+def test_killed_before_a_checkpoint_file_resumes_bitwise(tmp_path, digits, uninterrupted):
+    run, folder, log = uninterrupted
+    resumed, resumed_log, before = killed_then_resumed(tmp_path, digits, run, 4, "checkpoint")
+    assert sorted(before) == ["epoch_0.pt", "epoch_2.pt"]  # epoch 4's state was saved, its file not
+    assert_same_training(resumed, resumed_log, folder, log)
+
+
+def test_changed_settings_train_from_scratch(tmp_path, digits, uninterrupted):
+    run, folder, log = uninterrupted
+    factory = model_factory(run, digits)
+    other = {**run["train"], "lr": 0.02}
+    train.train(factory, digits, other, run["seed"], tmp_path, run["checkpoints"], progress=False)
+    # A resume state left by the other settings (as a killed run would) is not continued.
+    (tmp_path / checkpoints.MANIFEST).unlink()
+    torch.save({"fingerprint": "other settings", "epoch": 4}, tmp_path / checkpoints.RESUME)
+    again = train.train(factory, digits, run["train"], run["seed"], tmp_path, run["checkpoints"], progress=False)
+    assert_same_training(tmp_path, again, folder, log)
+
+
+def test_recipe_and_augmentation_are_recorded(uninterrupted):
+    run, folder, log = uninterrupted
+    payload = checkpoints.load(folder / "epoch_6.pt")
+    assert payload["train"]["recipe"] == "cifar-sgd" and payload["train"]["augment"] == {"crop_padding": 1, "flip": True}
+    assert payload["train"]["weight_decay"] == 5e-4
+    assert log[-1]["train_error"] < log[0]["train_error"]
+
+
+def test_bad_recipe_is_an_error_before_training(tmp_path, digits):
+    run = tiny_run()
+    factory = model_factory(run, digits)
+    with pytest.raises(recipes.RecipeError, match=r"train.recipe: unknown recipe 'cifar'; known recipes: cifar-sgd"):
+        train.train(factory, digits, {"recipe": "cifar"}, 0, tmp_path, [], progress=False)
+    with pytest.raises(recipes.RecipeError, match=r"train: .*'learning_rate' was unexpected"):
+        train.train(factory, digits, {"recipe": "mnist-sgd", "learning_rate": 0.1}, 0, tmp_path, [], progress=False)
+    with pytest.raises(recipes.RecipeError, match=r"train.precision: bf16 is autocast on CUDA only"):
+        train.train(factory, digits, {"device": "cpu", "precision": "bf16"}, 0, tmp_path, [], progress=False)
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without CUDA")
+def test_bf16_on_auto_without_cuda_falls_back_with_a_warning(tmp_path, digits):
+    run = tiny_run()
+    settings = {**run["train"], "epochs": 1, "lr_milestones": [], "precision": "bf16", "device": "auto"}
+    with pytest.warns(UserWarning, match="bf16 is autocast on CUDA only; training on cpu in fp32"):
+        log = train.train(model_factory(run, digits), digits, settings, 0, tmp_path, [], progress=False)
+    assert len(log) == 2
+
+
+def test_eval_every_skips_evaluations_between_checkpoints(tmp_path, digits):
+    run = tiny_run()
+    settings = {**run["train"], "eval_every": 3}
+    log = train.train(model_factory(run, digits), digits, settings, 0, tmp_path, [1], progress=False)
+    evaluated = [row["epoch"] for row in log if not math.isnan(row["test_error"])]
+    assert evaluated == [0, 1, 3, 4]  # every 3rd epoch, the checkpoints and the last one
+
+
+def test_lr_reference_batch_scales_the_learning_rate(tmp_path, digits):
+    run = tiny_run()
+    settings = {**run["train"], "epochs": 1, "lr_milestones": [], "lr": 0.1, "lr_reference_batch": 256, "batch_size": 64}
+    log = train.train(model_factory(run, digits), digits, settings, 0, tmp_path, [], progress=False)
+    assert log[1]["lr"] == pytest.approx(0.025)

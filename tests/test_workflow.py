@@ -3,6 +3,7 @@
 One real run produces the tables, figures and report; dry runs after config edits check that
 Snakemake reruns exactly the stale rules.
 """
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from layerprobe import tables
@@ -157,3 +159,79 @@ def test_lint_is_clean():
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"),
                              "--directory", str(REPO)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+# --- Profiles and resources ------------------------------------------------------------------------
+
+def planned_resources(result: subprocess.CompletedProcess) -> dict[str, dict[str, str]]:
+    """Rule name -> its jobs' resources, from a dry run's job listing."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    text, resources = result.stdout + result.stderr, {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        name = re.match(r"(?:local)?rule (\w+):", block)
+        found = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if name and found:
+            resources[name.group(1)] = dict(item.split("=", 1) for item in found.group(1).split(", "))
+    return resources
+
+
+def test_profiles_are_yaml_with_known_options():
+    from snakemake.cli import get_argument_parser
+
+    options = {action.dest for action in get_argument_parser()._actions}
+    for name in ("default", "local", "slurm"):
+        profile = yaml.safe_load((REPO / "profiles" / name / "config.yaml").read_text())
+        unknown = [key for key in profile if key.replace("-", "_") not in options]
+        assert not unknown, f"profiles/{name}: unknown options {unknown}"
+    slurm = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert slurm["executor"] == "slurm" and slurm["set-resources"]["train"]["gpu"] == 1
+    assert slurm["set-resources"]["probe"]["gpu"] == 1
+    local = yaml.safe_load((REPO / "profiles/local/config.yaml").read_text())
+    assert local["resources"] == {"gpu": 1}
+
+
+def test_local_profile_plans_the_default_config_with_its_resources(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["resources"] = {"train": {"runtime": 30, "mem_mb": 2000}}
+    result = snakemake(tmp_path, config, "-n", "--profile", str(REPO / "profiles" / "local"))
+    assert planned_jobs(result)["train"] == 2
+    resources = planned_resources(result)
+    assert resources["train"]["runtime"] == "30" and resources["train"]["mem_mb"] == "2000"
+    assert resources["probe"]["runtime"] == "240" and resources["data"]["mem_mb"] == "4096"
+    gpus = "1" if torch.cuda.is_available() else "0"  # device auto: a GPU when the planning machine has one
+    assert resources["train"]["gpu"] == gpus and resources["probe"]["gpu"] == gpus
+
+
+def test_a_cuda_run_asks_for_a_gpu_and_a_cpu_run_for_none(tmp_path):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["runs"][0]["train"]["device"] = "cuda"
+    config["engine"] = {"device": "cpu"}
+    result = snakemake(tmp_path, config, "-n", "--cores", "1", "-p")
+    gpu = {}
+    for block in re.split(r"\n(?=rule \w+:)", result.stdout + result.stderr):
+        job = re.match(r"rule (train|probe):.*?wildcards: run=(\w+).*?resources: ([^\n]*)", block, re.S)
+        if job:
+            gpu[job.group(1), job.group(2)] = dict(i.split("=", 1) for i in job.group(3).split(", "))["gpu"]
+    assert gpu[("train", "fcn")] == "1" and gpu[("probe", "fcn")] == gpu[("probe", "vgg")] == "0"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+                    reason="snakemake-executor-plugin-slurm is not installed")
+def test_slurm_profile_dry_run_gives_training_and_probing_a_gpu(tmp_path):
+    result = snakemake(tmp_path, TINY, "-n", "--profile", str(REPO / "profiles" / "slurm"))
+    resources = planned_resources(result)
+    assert resources["train"]["gpu"] == "1" and resources["probe"]["gpu"] == "1"
+    assert resources["train"]["runtime"] == "720" and resources["aggregate"]["mem_mb"] == "4096"
+
+
+def test_resources_change_reruns_nothing(workflow):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["resources"] = {"train": {"runtime": 5, "gpu": 0}, "probe": {"mem_mb": 100}}
+    assert planned_jobs(snakemake(workflow, config, "-n")) == {}
+
+
+def test_recipe_change_retrains(workflow):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["runs"][0]["train"]["recipe"] = "cifar-sgd"
+    jobs = planned_jobs(snakemake(workflow, config, "-n"))
+    assert jobs.get("train") == 1 and jobs.get("probe") == 1
