@@ -36,7 +36,9 @@ import layerprobe.ops
 
 OPS_LIBRARY = str(layerprobe.ops.LIBRARY)
 OPS_SOURCES = layerprobe.ops.SOURCES
-USE_OPS = config["engine"]["ops"] not in ("off", False)
+# auto builds them only where a toolchain is at hand: without one the workflow runs on PyTorch.
+OPS_MODE = {True: "on", False: "off"}.get(config["engine"]["ops"], config["engine"]["ops"])
+USE_OPS = OPS_MODE == "on" or (OPS_MODE == "auto" and layerprobe.ops.toolchain_missing() is None)
 
 
 report: "report/workflow.rst"

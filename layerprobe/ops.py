@@ -142,6 +142,17 @@ def sources(csrc: Path = CSRC, cuda: bool | None = None) -> list[Path]:
     return [csrc / "ops.cpp"] + ([csrc / "ops_cuda.cpp", csrc / "kernels.cu"] if cuda else [])
 
 
+def toolchain_missing() -> str | None:
+    """Why the library cannot be built here (no C++ compiler, no ninja), or None when it can."""
+    from torch.utils import cpp_extension
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler!r} is not on PATH; set CXX)"
+    if not cpp_extension.is_ninja_available():
+        return "no ninja (pip install ninja)"
+    return None
+
+
 def cuda_buildable() -> bool:
     from torch.utils import cpp_extension
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None

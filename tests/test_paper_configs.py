@@ -1,0 +1,71 @@
+"""configs/paper-*.yaml: each validates and dry-runs with the jobs its experiments need."""
+import pytest
+import yaml
+
+from layerprobe.config import validate
+
+from conftest import REPO, SCHEMA
+from test_workflow import planned_jobs, snakemake
+
+CONFIGS = sorted((REPO / "configs").glob("paper-*.yaml"))
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / "configs" / name).read_text())
+
+
+def with_imagenet_folder(config: dict, folder) -> dict:
+    (folder / "train").mkdir()
+    (folder / "val").mkdir()
+    config["datasets"]["imagenet"]["root"] = str(folder)
+    return config
+
+
+def test_every_config_is_covered():
+    assert [c.name for c in CONFIGS] == ["paper-cifar10.yaml", "paper-imagenet.yaml", "paper-mnist.yaml"]
+
+
+def test_mnist_config_is_f1_f2_and_a_sweep_with_seeds(tmp_path):
+    config = validate(load("paper-mnist.yaml"), SCHEMA)
+    runs = {r["name"]: r for r in config["runs"]}
+    f1 = [r for r in runs.values() if r["model"] == {"name": "fcn", "depth": 3, "width": 256}]
+    assert sorted(r["seed"] for r in f1) == [0, 1, 2]
+    assert all(r["checkpoints"] == [0, 1, 2, 3, 8, 40, 90, 100] and r["dataset"] == "mnist" for r in runs.values())
+    assert all(r["train"]["recipe"] == "mnist-sgd" and r["train"]["epochs"] == 100 for r in runs.values())
+    shapes = {(r["model"]["depth"], r["model"]["width"]) for r in runs.values()}
+    assert {(d, w) for d in (1, 3, 5) for w in (64, 256, 1024)} <= shapes
+    jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
+    n = len(runs)
+    assert {k: jobs[k] for k in ("download", "data", "train", "probe", "aggregate")} == \
+        {"download": 4, "data": 1, "train": n, "probe": n, "aggregate": 1}
+    assert jobs["criticality_figure"] == n and jobs["interpolation_figure"] == 2 * n
+
+
+def test_cifar10_config_is_f3_and_the_depth_sweep(tmp_path):
+    config = validate(load("paper-cifar10.yaml"), SCHEMA)
+    models = {r["model"]["name"] for r in config["runs"]}
+    assert models == {"vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50"}
+    assert all(r["checkpoints"] == [0, 1, 10, 100] and r["train"]["recipe"] == "cifar-sgd" for r in config["runs"])
+    assert all(r["train"]["augment"] == {"crop_padding": 4, "flip": True} for r in config["runs"])
+    assert len({r["seed"] for r in config["runs"] if r["model"]["name"] == "vgg11"}) >= 2
+    jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
+    n = len(config["runs"])
+    assert (jobs["download"], jobs["data"], jobs["train"], jobs["probe"]) == (1, 1, n, n)
+
+
+def test_imagenet_config_requires_its_folder_and_plans_resnet50(tmp_path):
+    raw = load("paper-imagenet.yaml")
+    with pytest.raises(ValueError, match="datasets.imagenet.root: run 'resnet50-s0' uses imagenet"):
+        validate(raw, SCHEMA)
+    config = with_imagenet_folder(raw, tmp_path)
+    validated = validate(config, SCHEMA)
+    assert {r["model"]["name"] for r in validated["runs"]} == {"resnet50"}
+    assert all(r["model"]["stem"] == "imagenet" and r["train"]["recipe"] == "imagenet-sgd" for r in validated["runs"])
+    result = snakemake(tmp_path, config, "-n")
+    jobs = planned_jobs(result)
+    n = len(config["runs"])
+    assert "download" not in jobs and (jobs["data"], jobs["train"], jobs["probe"]) == (1, n, n)
+    # Without the folder the workflow stops before planning anything, naming the key.
+    raw["datasets"]["imagenet"]["root"] = None
+    refused = snakemake(tmp_path, raw, "-n")
+    assert refused.returncode != 0 and "datasets.imagenet.root" in refused.stdout + refused.stderr
