@@ -47,7 +47,7 @@ def probe(model: nn.Module | Callable[[], nn.Module], checkpoints: Mapping[int, 
     probes: the workflow's `probes` section (see schemas/config.schema.yaml); defaults fill the rest.
         Unless given, the probed splits are those of `data`, and criticality uses "train" if present.
     ops: the fused operators (engine.ops: auto | on | off), loaded from `ops_library` (a built
-        layerprobe_ops.so) unless already loaded; auto falls back to PyTorch without them.
+        layerprobe_ops.so) unless already loaded; auto uses them on a CUDA device only, when loadable.
     """
     factory = model if not isinstance(model, nn.Module) else _redrawing(model)
     data = {"test": data} if isinstance(data, tuple) else dict(data)

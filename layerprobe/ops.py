@@ -220,16 +220,17 @@ def available(path: str | Path | None = None) -> bool:
 
 
 def resolve(mode: str | bool, path: str | Path | None = None, device: str | torch.device = "cpu") -> bool:
-    """engine.ops → whether the engine uses the operators: "off" never; "auto" when the library
-    loads and serves the device; "on" must, or fails with the reason and how to build it. YAML's
-    bare on / off arrive as True / False and mean the same."""
+    """engine.ops → whether the engine uses the operators: "off" never; "auto" on a CUDA device when
+    the library loads and has CUDA kernels (on the CPU the PyTorch path is as fast or faster:
+    benchmarks/RESULTS.md); "on" on any device, or fails with the reason and how to build it.
+    YAML's bare on / off arrive as True / False and mean the same."""
     mode = {True: "on", False: "off"}.get(mode, mode) if isinstance(mode, bool) else mode
     if mode not in MODES:
         raise ValueError(f"engine.ops must be one of {MODES}, got {mode!r}")
     if mode == "off":
         return False
     if mode == "auto":
-        return available(path) and has_device(device)
+        return torch.device(device).type == "cuda" and available(path) and has_device(device)
     if not loaded():
         if path is None:
             raise OpsUnavailable(_missing(LIBRARY))

@@ -276,7 +276,8 @@ def test_ops_must_be_loaded_for_the_engine(library):
         with pytest.raises(ops.OpsUnavailable, match="not loaded for cuda"):
             engine.evaluate(model, units, probes.reinit(units, [0]), checkpoints[5], source, splits, "same_source",
                             device="cuda", ops=True)
-    assert ops.resolve("off") is False and ops.resolve("auto") is True and ops.resolve(True) is True
+    assert ops.resolve("off") is False and ops.resolve(True) is True and ops.resolve("on", device="cpu") is True
+    assert ops.resolve("auto", device="cpu") is False  # on a CPU, auto keeps the (as fast) PyTorch path
     with pytest.raises(ValueError, match="engine.ops must be one of"):
         ops.resolve("maybe")
 
