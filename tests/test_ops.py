@@ -314,8 +314,7 @@ def test_cuda_sources_include_no_torch_headers():
 
 @pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
 def test_workflow_builds_once_and_a_kernel_edit_reruns_build_and_probes(library, tmp_path):
-    """The build rule runs once and the probe job loads its library (a csrc edit rerunning build and
-    probe is Snakemake's mtime rule on the build's inputs; see the report: not asserted here)."""
+    """The build rule runs once, the probe job loads its library, and a csrc edit reruns both."""
     import yaml
     tree = tmp_path / "repo"
     tree.mkdir()
@@ -346,3 +345,9 @@ def test_workflow_builds_once_and_a_kernel_edit_reruns_build_and_probes(library,
     assert (result.stdout + result.stderr).count("rule build_ops:") == 1
     assert "fused operators on" in (work / "logs/probe/fcn.log").read_text()
     assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(snakemake("-n"))
+    # Editing a kernel rebuilds the library and reruns the probe that loads it. (A bare `touch` does
+    # not: Snakemake sees the content is unchanged.)
+    with open(tree / "csrc" / "kernels.cu", "a") as source:
+        source.write("// an edit\n")
+    planned = (lambda r: r.stdout + r.stderr)(snakemake("-n"))
+    assert "rule build_ops:" in planned and "rule probe:" in planned and "rule train:" not in planned
