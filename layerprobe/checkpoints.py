@@ -7,13 +7,12 @@ was truncated or replaced after training.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
-from layerprobe.atomic import atomic_path, write_text
+from layerprobe.atomic import atomic_path, sha256, write_text
 
 MANIFEST = "manifest.json"
 RESUME = "resume.pt"  # layerprobe.train's state for continuing a killed training
@@ -25,14 +24,6 @@ class CheckpointError(ValueError):
 
 def path_for(directory: str | Path, epoch: int) -> Path:
     return Path(directory) / f"epoch_{epoch}.pt"
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save(directory: str | Path, epoch: int, state_dict: dict[str, torch.Tensor], **meta) -> Path:
@@ -59,9 +50,11 @@ def load(path: str | Path, expected_sha256: str | None = None) -> dict:
 
 
 def clear(directory: str | Path) -> list[Path]:
-    """Remove the manifest (first: the run stops counting as complete), then every checkpoint and resume state."""
+    """Remove the manifest (first: the run stops counting as complete), then every checkpoint and resume
+    state, and the temporary files of writes a kill interrupted (atomic_path's `.{name}.*.tmp.pt`)."""
     directory = Path(directory)
-    removed = [p for p in [directory / MANIFEST, *sorted(directory.glob("epoch_*.pt")), directory / RESUME]
+    leftovers = sorted(directory.glob(".epoch_*.tmp.pt")) + sorted(directory.glob(f".{RESUME}.*.tmp.pt"))
+    removed = [p for p in [directory / MANIFEST, *sorted(directory.glob("epoch_*.pt")), directory / RESUME, *leftovers]
                if p.exists()]
     for path in removed:
         path.unlink()

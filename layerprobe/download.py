@@ -8,7 +8,6 @@ the internet, like any other).
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -23,6 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from layerprobe.atomic import sha256
+
 USER_AGENT = "layerprobe (python urllib)"  # some hosts refuse urllib's default agent
 TIMEOUT_S = 60
 CHUNK = 1 << 20
@@ -34,14 +35,6 @@ class DownloadError(RuntimeError):
 
 class UnsafeArchive(ValueError):
     """An archive member that would escape the target folder, or a link or device."""
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify(path: str | Path, expected: str) -> None:
@@ -59,6 +52,9 @@ def fetch(urls: list[str], expected_sha256: str, dest: str | Path, progress: boo
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    if part.exists() and sha256(part) == expected:  # killed between the download and the rename
+        os.replace(part, dest)
+        return dest
     tried = []
     for url in urls:
         try:

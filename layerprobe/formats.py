@@ -99,11 +99,14 @@ def read_cifar_batch(path: Path, labels_key: str) -> tuple[np.ndarray, np.ndarra
     try:
         with open(path, "rb") as handle:
             batch = _ArrayUnpickler(handle, encoding="latin1").load()
-        data, labels = np.asarray(batch["data"], dtype=np.uint8), np.asarray(batch[labels_key], dtype=np.int64)
+        data, labels = np.asarray(batch["data"]), np.asarray(batch[labels_key])
     except KeyError as err:
         raise ValueError(f"{path}: no {err} entry in this batch (labels_key: {labels_key!r})") from err
     except Exception as err:
         raise ValueError(f"{path}: not a CIFAR python batch ({err})") from err
+    if data.dtype != np.uint8 or labels.dtype.kind not in "iu":  # never cast: 0..1 floats would become zeros
+        raise ValueError(f"{path}: expected uint8 data and integer labels, got {data.dtype} and {labels.dtype}")
+    labels = labels.astype(np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise ValueError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and {labels.shape}")
     return data.reshape(-1, 3, 32, 32), labels

@@ -108,6 +108,8 @@ def fingerprint(settings: dict, seed: int, save_epochs: list[int], meta: dict, d
     """SHA-256 of everything that shapes the trained weights: a resume state is used only when it matches."""
     identity = {"settings": settings, "seed": seed, "save_epochs": save_epochs, "meta": meta,
                 "device": device.type, "precision": precision,
+                # CPU sums depend on how work is split over threads: bitwise resumes need the same number.
+                "threads": torch.get_num_threads() if device.type == "cpu" else None,
                 "data": [data.name, list(data.x_train.shape), list(data.x_test.shape), data.num_classes,
                          list(data.mean), list(data.std)]}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
@@ -117,7 +119,7 @@ def _rng_states(generators: dict[str, torch.Generator], device: torch.device) ->
     states = {name: g.get_state() for name, g in generators.items()}
     states["torch_cpu"] = torch.get_rng_state()
     if device.type == "cuda":
-        states["torch_cuda"] = torch.cuda.get_rng_state_all()
+        states["torch_cuda"] = torch.cuda.get_rng_state(device)  # this device only: others may be absent on resume
     return states
 
 
@@ -126,7 +128,7 @@ def _set_rng_states(states: dict, generators: dict[str, torch.Generator], device
         g.set_state(states[name])
     torch.set_rng_state(states["torch_cpu"])
     if device.type == "cuda":
-        torch.cuda.set_rng_state_all(states["torch_cuda"])
+        torch.cuda.set_rng_state(states["torch_cuda"], device)
 
 
 def _load_resume(directory: Path, expected: str, save_epochs: list[int]) -> dict | None:
@@ -136,9 +138,10 @@ def _load_resume(directory: Path, expected: str, save_epochs: list[int]) -> dict
         return None
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as err:  # written atomically, so this is a foreign or damaged file: start over
-        warnings.warn(f"{path}: unreadable resume state ({err}); training from scratch")
-        return None
+    except Exception as err:  # written atomically, so a foreign or damaged file: ask, never clear the run
+        raise checkpoints.CheckpointError(
+            f"{path}: unreadable resume state ({type(err).__name__}: {str(err).splitlines()[0]}); delete it to train this run "
+            "from scratch (its checkpoints are then replaced)") from err
     if state.get("fingerprint") != expected:
         return None  # other settings: the folder is cleared and training starts over
     epoch = state["epoch"]

@@ -12,7 +12,7 @@ torch.set_num_threads(snakemake.params.torch_threads)  # fixed by config: it cha
 run, engine = snakemake.params.run, snakemake.params.engine
 data = datasets.load(snakemake.input.data)
 # engine.ops: load the library the build_ops rule made (never compile here); auto falls back to PyTorch.
-fused = ops.resolve(engine["ops"], snakemake.input.get("ops"), lp_engine.resolve_device(engine["device"]))
+fused = ops.resolve(engine["ops"], snakemake.input.get("ops") or None, lp_engine.resolve_device(engine["device"]))
 print(f"engine.ops = {engine['ops']}: fused operators {'on' if fused else 'off'}")
 results = study.probe_run(model_factory(run, data), checkpoints.load_all(snakemake.input.manifest),
                           {name: data.raw(name) for name in datasets.SPLITS}, snakemake.params.probes,

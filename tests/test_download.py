@@ -47,6 +47,13 @@ def test_partial_file_is_resumed_with_a_range_request(server, tmp_path):
     assert server.requests == [("/train.gz", "bytes=100-")]
 
 
+def test_complete_partial_file_is_placed_without_a_request(server, tmp_path):
+    url = server.add("/train.gz", DATA)
+    (tmp_path / "f.part").write_bytes(DATA)  # killed between the last byte and the rename
+    assert fetch([url], GOOD, tmp_path / "f", progress=False).read_bytes() == DATA
+    assert server.requests == [] and not (tmp_path / "f.part").exists()
+
+
 def test_server_ignoring_range_restarts_the_file(server, tmp_path):
     url = server.add("/train.gz", DATA, ignore_range=True)
     (tmp_path / "f.part").write_bytes(DATA[:100])

@@ -115,6 +115,13 @@ def test_cifar_missing_batch_and_wrong_labels_key_are_named(tmp_path):
         datasets.prepare("c10", {**decl, "labels_key": "fine_labels"}, files={"archive": archive})
 
 
+def test_cifar_data_that_is_not_uint8_is_refused_not_cast(tmp_path):
+    floats = pickle.dumps({"data": np.full((2, 3072), 0.5), "labels": [0, 1]}, protocol=2)
+    decl, archive, _ = cifar_archive(tmp_path, extra={"cifar-x/floats": floats})
+    with pytest.raises(ValueError, match="expected uint8 data and integer labels, got float64"):
+        datasets.prepare("c10", {**decl, "test_batches": ["cifar-x/floats"]}, files={"archive": archive})
+
+
 class Boom:
     def __reduce__(self):
         return (print, ("pickle ran code",))

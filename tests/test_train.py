@@ -193,10 +193,12 @@ def assert_same_training(folder_a, log_a, folder_b, log_b):
 def uninterrupted(tmp_path_factory, digits):
     run = augmented_run()
     folder = tmp_path_factory.mktemp("uninterrupted")
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the killed child trains
     log = train.train(model_factory(run, digits), digits, run["train"], run["seed"], folder, run["checkpoints"],
                       progress=False)
-    return run, folder, log
+    yield run, folder, log
+    torch.set_num_threads(threads)
 
 
 def test_killed_mid_epoch_resumes_bitwise(tmp_path, digits, uninterrupted):
@@ -215,14 +217,23 @@ def test_killed_before_a_checkpoint_file_resumes_bitwise(tmp_path, digits, unint
     assert_same_training(resumed, resumed_log, folder, log)
 
 
-def test_changed_settings_train_from_scratch(tmp_path, digits, uninterrupted):
+def test_changed_settings_train_from_scratch(tmp_path, digits, uninterrupted, monkeypatch):
     run, folder, log = uninterrupted
     factory = model_factory(run, digits)
     other = {**run["train"], "lr": 0.02}
-    train.train(factory, digits, other, run["seed"], tmp_path, run["checkpoints"], progress=False)
-    # A resume state left by the other settings (as a killed run would) is not continued.
-    (tmp_path / checkpoints.MANIFEST).unlink()
-    torch.save({"fingerprint": "other settings", "epoch": 4}, tmp_path / checkpoints.RESUME)
+    save = checkpoints.save
+
+    def stopped(directory, epoch, *args, **kwargs):  # the other training stops after epoch 4's resume state
+        if epoch == 4:
+            raise KeyboardInterrupt
+        return save(directory, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "save", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(factory, digits, other, run["seed"], tmp_path, run["checkpoints"], progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / checkpoints.RESUME).exists()  # a consistent state a resume could continue from
+    # ... but of other settings: not continued, the run is trained from scratch.
     again = train.train(factory, digits, run["train"], run["seed"], tmp_path, run["checkpoints"], progress=False)
     assert_same_training(tmp_path, again, folder, log)
 
@@ -269,3 +280,22 @@ def test_lr_reference_batch_scales_the_learning_rate(tmp_path, digits):
     settings = {**run["train"], "epochs": 1, "lr_milestones": [], "lr": 0.1, "lr_reference_batch": 256, "batch_size": 64}
     log = train.train(model_factory(run, digits), digits, settings, 0, tmp_path, [], progress=False)
     assert log[1]["lr"] == pytest.approx(0.025)
+
+
+def test_unreadable_resume_state_is_an_error_that_keeps_the_run(tmp_path, digits, uninterrupted):
+    run, folder, _ = uninterrupted
+    for name in ("epoch_0.pt", "epoch_2.pt"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    (tmp_path / checkpoints.RESUME).write_bytes(b"not a resume state")
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(checkpoints.CheckpointError, match="resume.pt: unreadable resume state.*delete it"):
+        train.train(model_factory(run, digits), digits, run["train"], run["seed"], tmp_path, run["checkpoints"],
+                    progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+
+
+def test_clear_removes_what_a_killed_write_left(tmp_path):
+    for name in ("epoch_0.pt", checkpoints.RESUME, ".epoch_4.pt.x1y2.tmp.pt", f".{checkpoints.RESUME}.abc.tmp.pt", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    checkpoints.clear(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
