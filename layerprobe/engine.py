@@ -385,7 +385,7 @@ def _first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant]
 
     if chunk[0].alpha is None:
         run_layer = _batched_layer(layer, stacked_of(name, layer))
-    elif ops and isinstance(layer, nn.Linear):
+    elif ops and type(layer) is nn.Linear:  # exactly: a subclass may have its own forward
         run_layer, rest = _fused_interpolation(unit, name, sources[chunk[0].source], state, chunk, noise, rest)
     else:
         # One source for the chunk (the plan groups interpolations by it): start and final, then mix.
@@ -452,9 +452,10 @@ def _fused_interpolation(unit: Unit, name: str, source: State, state: dict, chun
 
 
 def _fused_weight(unit: Unit, module: nn.Module) -> tuple[str, ...]:
-    """The weight whose noise the fused noisy_unit draws itself: a unit's first layer, if a Linear."""
+    """The weight whose noise the fused noisy_unit draws itself: a unit's first layer, if exactly a
+    Linear (the condition under which _first_unit runs it fused)."""
     layers = _linear_split(module)
-    return (f"{unit.name}.{layers[1][0]}.weight",) if layers and isinstance(layers[1][1], nn.Linear) else ()
+    return (f"{unit.name}.{layers[1][0]}.weight",) if layers and type(layers[1][1]) is nn.Linear else ()
 
 
 def _fused_head(module: nn.Module, state: dict):
@@ -500,13 +501,14 @@ def _in_place(child: nn.Module, z: torch.Tensor) -> bool:
 
 def _linear_split(module: nn.Module):
     """(pre, (name, layer), rest) when the unit is a Sequential whose first layer with parameters is
-    linear in its weights and preceded only by parameter-free layers; else None."""
+    linear in its weights (exactly one of _FOLDABLE_LINEAR: a subclass may have its own forward,
+    which only functional_call honours) and preceded only by parameter-free layers; else None."""
     if not isinstance(module, nn.Sequential):
         return None
     children = list(module.named_children())
     for i, (name, child) in enumerate(children):
         if any(True for _ in child.parameters()) or any(True for _ in child.buffers()):
-            if not isinstance(child, _FOLDABLE_LINEAR) or getattr(child, "groups", 1) != 1:
+            if type(child) not in _FOLDABLE_LINEAR or getattr(child, "groups", 1) != 1:
                 return None  # grouped convs would mix the concatenated variants' channels
             pre = nn.Sequential(*[c for _, c in children[:i]])
             return pre, (name, child), children[i + 1:]

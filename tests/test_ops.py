@@ -1,11 +1,17 @@
 """The fused operators of csrc/ against their PyTorch references in layerprobe/ops.py.
 
-The extension is built once per test run (session fixture `library`), into a temporary folder;
-tests that need it are skipped, with the reason, where no C++ compiler or ninja is found.
+The extension is built once per test run (session fixture `library`), into a temporary folder,
+or loaded from the file LAYERPROBE_OPS_LIBRARY names (a library built beforehand, e.g. by
+benchmarks/device_check.sh); tests that need it are skipped, with the reason, where no C++
+compiler or ninja is found. The operator tests run on the CPU and, where torch sees a GPU and the
+library has CUDA kernels, on the GPU too: inputs drawn on the CPU, the GPU's results compared with
+the reference computed on the CPU from the same inputs.
 """
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,20 +24,43 @@ from conftest import REPO
 DTYPES = [torch.float32, torch.float64]
 
 
-def tolerance(dtype):
-    return dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+def tolerance(dtype, inputs=33):
+    """Of a product over `inputs` terms, computed in two different orders (the absolute rounding error
+    grows with the length of the sums)."""
+    scale = max(1.0, inputs / 33)
+    return dict(rtol=1e-5, atol=1e-5 * scale) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12 * scale)
 
 
 @pytest.fixture(scope="session")
 def library(tmp_path_factory):
-    from torch.utils import cpp_extension
-    if shutil.which("c++") is None and shutil.which("g++") is None:
-        pytest.skip("no C++ compiler: the fused operators cannot be built here")
-    if not cpp_extension.is_ninja_available():
-        pytest.skip("ninja is not installed: torch.utils.cpp_extension needs it to build the operators")
+    prebuilt = os.environ.get("LAYERPROBE_OPS_LIBRARY")
+    if prebuilt:
+        ops.load(prebuilt)  # fails (not skips) when the named file is missing: it was asked for
+        return prebuilt
+    missing = ops.toolchain_missing()
+    if missing:
+        pytest.skip(f"the fused operators cannot be built here: {missing}")
     path = ops.build(tmp_path_factory.mktemp("ops") / "layerprobe_ops.so")
     ops.load(path)
     return path
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def device(request, library):
+    """Where the operator runs: the CPU, and the GPU where torch sees one and the library has CUDA kernels."""
+    if not ops.has_device(request.param):
+        pytest.skip(f"the loaded library has no {request.param} kernels (built without CUDA)")
+    return request.param
+
+
+def on(device, *tensors):
+    """The tensors (None kept) on `device`."""
+    return tuple(None if t is None else t.to(device) for t in tensors)
+
+
+def cpu(result):
+    return tuple(t.cpu() for t in result) if isinstance(result, tuple) else result.cpu()
 
 
 def generator(*parts):
@@ -52,22 +81,24 @@ def test_philox_matches_the_published_known_answers():
         assert tuple(int(v) for v in ops.philox4x32_10(*counter, *key)) == expected
 
 
-def kernel_noise(seed, stream, rows, cols, dtype):
+def kernel_noise(seed, stream, rows, cols, dtype, device="cpu"):
     """E as the compiled kernels draw it: x = I, W = 0, σ = 1 gives x (W + E)ᵀ = Eᵀ exactly."""
-    eye = torch.eye(cols, dtype=dtype)
-    return ops.noisy_unit(eye, torch.zeros(rows, cols, dtype=dtype), None, torch.ones(1, dtype=dtype),
-                          torch.tensor([seed]), stream)[0].T
+    eye = torch.eye(cols, dtype=dtype, device=device)
+    return ops.noisy_unit(eye, torch.zeros(rows, cols, dtype=dtype, device=device), None,
+                          torch.ones(1, dtype=dtype, device=device), torch.tensor([seed], device=device),
+                          stream)[0].T.cpu()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_kernel_noise_is_the_reference_noise(library, dtype):
-    for seed, stream, rows, cols in [(0, 0, 3, 1), (12345, 2, 7, 33), (2**40 + 7, 1, 64, 64)]:
+def test_kernel_noise_is_the_reference_noise(device, dtype):
+    for seed, stream, rows, cols in [(0, 0, 3, 1), (12345, 2, 7, 33), (2**40 + 7, 1, 64, 64), (9, 4, 300, 257)]:
         expected = ops.normal_noise(seed, stream, rows, cols, dtype)
-        actual = kernel_noise(seed, stream, rows, cols, dtype)
-        if dtype == torch.float32:  # the float64 maths may differ in its last bit (libm vs SLEEF), not in float32
+        actual = kernel_noise(seed, stream, rows, cols, dtype, device)
+        if dtype == torch.float32:  # the float64 maths may differ in its last bits (libm, SLEEF, CUDA), not in float32
             assert torch.equal(actual, expected)
-        else:
-            torch.testing.assert_close(actual, expected, rtol=4e-16, atol=4e-16)
+        else:  # CUDA's log / sin / cos are within 2 ulp, the CPU's within 1
+            tol = 4e-16 if device == "cpu" else 4e-15
+            torch.testing.assert_close(actual, expected, rtol=tol, atol=tol)
 
 
 def test_noise_is_standard_normal_and_independent(library):
@@ -123,46 +154,69 @@ def head_inputs(v, n, c, f, dtype, seed=0):
             torch.randint(0, c, (n,), generator=g))
 
 
-def assert_head_equal(actual, expected, dtype):
-    assert torch.equal(actual[0], expected[0]) and torch.equal(actual[2], expected[2])
+def assert_head_equal(actual, expected, dtype, device="cpu"):
+    """Counts exactly and the loss to rounding; but float32 on the GPU against the CPU: cuBLAS and
+    the CPU's GEMM round logits differently, which can flip a near-tie, so counts within 2 each."""
     assert actual[0].dtype == actual[2].dtype == torch.int64 and actual[1].dtype == torch.float64
+    actual = cpu(actual)
+    if device != "cpu" and dtype == torch.float32:
+        assert (actual[0] - expected[0]).abs().max(initial=0) <= 2 and (actual[2] - expected[2]).abs().max(initial=0) <= 2
+        torch.testing.assert_close(actual[1], expected[1], rtol=1e-5, atol=1e-6)
+        return
+    assert torch.equal(actual[0], expected[0]) and torch.equal(actual[2], expected[2])
     torch.testing.assert_close(actual[1], expected[1], rtol=1e-9 if dtype == torch.float64 else 1e-6, atol=1e-9)
 
 
-# (V, N, C, F): C from 2 to 1,000; N below, at and above a tile (CPU tiles: max(64, 2**18 / C) rows)
-HEAD_SIZES = [(1, 1, 2, 3), (3, 37, 10, 17), (7, 1001, 2, 5), (2, 300, 1000, 9), (2, 26215, 10, 4), (0, 5, 3, 2)]
+# (V, N, C, F): C from 2 to 1,000; N below, at and above a tile. Tiles hold T = max(64, 2**18 / C)
+# rows on the CPU, max(1024, 2**24 / C) on CUDA; where N ≤ T a tile is T // N whole variants, so
+# several whole-variant tiles need V > T // N: (5, 100, 1000, 9) has 3 on the CPU (2 variants
+# each, the last one short), (300, 1001, 2, 5) 3 on the CPU (130 each), (5, 3400, 1000, 8) 2 on
+# CUDA (4 each; on the CPU it is rows of one variant per tile, like (2, 26215, 10, 4)).
+HEAD_SIZES = [(1, 1, 2, 3), (3, 37, 10, 17), (7, 1001, 2, 5), (2, 300, 1000, 9), (2, 26215, 10, 4), (0, 5, 3, 2),
+              (5, 100, 1000, 9), (40, 1001, 2, 5), (300, 1001, 2, 5), (5, 3400, 1000, 8)]
+
+
+def head_tiles(v, n, c, device):
+    """How many tiles ops_impl.h's head_eval runs (the C++ constants, for the test of the sizes)."""
+    t = max(64, 2**18 // c) if device == "cpu" else max(1024, 2**24 // c)
+    return -(-v // (t // n)) if n <= t else v * -(-n // t)
+
+
+def test_head_sizes_reach_several_whole_variant_tiles():
+    assert head_tiles(5, 100, 1000, "cpu") == 3 and head_tiles(300, 1001, 2, "cpu") == 3
+    assert head_tiles(5, 3400, 1000, "cuda") == 2 and head_tiles(2, 26215, 10, "cpu") == 4  # 2 per variant
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", HEAD_SIZES, ids=lambda s: "x".join(map(str, s)))
-def test_head_eval_equals_reference(library, dtype, size):
+def test_head_eval_equals_reference(device, dtype, size):
     inputs = head_inputs(*size, dtype)
-    assert_head_equal(ops.head_eval(*inputs), ops.head_eval_reference(*inputs), dtype)
+    assert_head_equal(ops.head_eval(*on(device, *inputs)), ops.head_eval_reference(*inputs), dtype, device)
     no_bias = (*inputs[:2], None, *inputs[3:])
-    assert_head_equal(ops.head_eval(*no_bias), ops.head_eval_reference(*no_bias), dtype)
+    assert_head_equal(ops.head_eval(*on(device, *no_bias)), ops.head_eval_reference(*no_bias), dtype, device)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_head_eval_breaks_ties_like_argmax(library, dtype):
+def test_head_eval_breaks_ties_like_argmax(device, dtype):
     hidden, weight, bias, labels, ref = head_inputs(4, 50, 7, 5, dtype, seed=1)
     tied = (hidden, torch.zeros_like(weight), torch.zeros_like(bias), labels, ref)  # all logits equal
-    assert_head_equal(ops.head_eval(*tied), ops.head_eval_reference(*tied), dtype)
-    assert ops.head_eval(*tied)[0].tolist() == [int((labels == 0).sum())] * 4  # argmax picks class 0
+    assert_head_equal(ops.head_eval(*on(device, *tied)), ops.head_eval_reference(*tied), dtype)  # exactly: all 0
+    assert ops.head_eval(*on(device, *tied))[0].tolist() == [int((labels == 0).sum())] * 4  # argmax picks class 0
     twins = weight.clone()
     twins[3], twins[5] = twins[1], twins[1]  # classes 1, 3 and 5 tie wherever class 1 wins
     partly = (hidden, twins, torch.zeros_like(bias), labels, ref)
-    assert_head_equal(ops.head_eval(*partly), ops.head_eval_reference(*partly), dtype)
+    assert_head_equal(ops.head_eval(*on(device, *partly)), ops.head_eval_reference(*partly), dtype, device)
 
 
-def test_head_eval_rejects_bad_input(library):
-    hidden, weight, bias, labels, ref = head_inputs(2, 9, 4, 3, torch.float32)
+def test_head_eval_rejects_bad_input(device):
+    hidden, weight, bias, labels, ref = on(device, *head_inputs(2, 9, 4, 3, torch.float32))
     for bad in (labels.clone().fill_(4), labels.clone().fill_(-1)):
         with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
             ops.head_eval(hidden, weight, bias, bad, ref)
         with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
             ops.head_eval_reference(hidden, weight, bias, bad, ref)
     with pytest.raises(ValueError, match="x has 3 features but weight expects 5"):
-        ops.head_eval(hidden, torch.zeros(4, 5), None, labels, ref)
+        ops.head_eval(hidden, torch.zeros(4, 5, device=device), None, labels, ref)
     with pytest.raises(ValueError, match=r"labels must have shape \(9\)"):
         ops.head_eval(hidden, weight, bias, labels[:5], ref)
     with pytest.raises(ValueError, match="weight must be Float like the other inputs"):
@@ -176,39 +230,43 @@ def linear_inputs(b, i, o, dtype, seed=0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("b,i,o,k", [(1, 1, 1, 1), (13, 7, 5, 11), (100, 33, 65, 3), (4, 6, 3, 0)])
+@pytest.mark.parametrize("b,i,o,k", [(1, 1, 1, 1), (13, 7, 5, 11), (100, 33, 65, 3), (4, 6, 3, 0), (300, 130, 257, 21)])
 @pytest.mark.parametrize("activation", ["none", "relu"])
-def test_interp_unit_equals_reference(library, dtype, b, i, o, k, activation):
+def test_interp_unit_equals_reference(device, dtype, b, i, o, k, activation):
     x, w0, b0 = linear_inputs(b, i, o, dtype)
     _, w1, b1 = linear_inputs(b, i, o, dtype, seed=1)
     alphas = torch.rand(k, generator=generator("alphas", k), dtype=dtype)
     for biases in ((b0, b1), (None, None)):
-        actual = ops.interp_unit(x, w0, biases[0], w1, biases[1], alphas, activation)
-        assert actual.shape == (k, b, o)
-        torch.testing.assert_close(actual, ops.interp_unit_reference(x, w0, biases[0], w1, biases[1], alphas,
-                                                                     activation), **tolerance(dtype))
+        actual = ops.interp_unit(*on(device, x, w0, biases[0], w1, biases[1], alphas), activation)
+        assert actual.shape == (k, b, o) and actual.device.type == device
+        torch.testing.assert_close(actual.cpu(), ops.interp_unit_reference(x, w0, biases[0], w1, biases[1], alphas,
+                                                                           activation), **tolerance(dtype, i))
     with pytest.raises(ValueError, match="activation must be 'none' or 'relu'"):
-        ops.interp_unit(x, w0, b0, w1, b1, alphas, "tanh")
+        ops.interp_unit(*on(device, x, w0, b0, w1, b1, alphas), "tanh")
     with pytest.raises(ValueError, match="give both biases or neither"):
-        ops.interp_unit(x, w0, b0, w1, None, alphas, "none")
+        ops.interp_unit(*on(device, x, w0, b0, w1, None, alphas), "none")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("b,i,o,k", [(1, 1, 1, 1), (13, 7, 5, 6), (50, 33, 65, 3), (3, 4, 2, 0)])
-def test_noisy_unit_equals_reference(library, dtype, b, i, o, k):
+@pytest.mark.parametrize("b,i,o,k", [(1, 1, 1, 1), (13, 7, 5, 6), (50, 33, 65, 3), (3, 4, 2, 0), (64, 129, 300, 4)])
+def test_noisy_unit_equals_reference(device, dtype, b, i, o, k):
     x, w, bias = linear_inputs(b, i, o, dtype)
     g = generator("sigmas", k)
     sigmas = torch.rand(k, generator=g, dtype=dtype)
     seeds = torch.randint(0, 2**62, (k,), generator=g)
     for bias_ in (bias, None):
-        actual = ops.noisy_unit(x, w, bias_, sigmas, seeds, 3)
-        assert actual.shape == (k, b, o)
-        torch.testing.assert_close(actual, ops.noisy_unit_reference(x, w, bias_, sigmas, seeds, 3), **tolerance(dtype))
+        actual = ops.noisy_unit(*on(device, x, w, bias_, sigmas, seeds), 3)
+        assert actual.shape == (k, b, o) and actual.device.type == device
+        torch.testing.assert_close(actual.cpu(), ops.noisy_unit_reference(x, w, bias_, sigmas, seeds, 3),
+                                   **tolerance(dtype, i))
+    if device != "cpu":  # the engine passes the seeds from the host
+        torch.testing.assert_close(ops.noisy_unit(*on(device, x, w, bias, sigmas), seeds, 3).cpu(),
+                                   ops.noisy_unit_reference(x, w, bias, sigmas, seeds, 3), **tolerance(dtype, i))
     with pytest.raises(ValueError, match=r"seeds must have shape \(%d\)" % k):
-        ops.noisy_unit(x, w, bias, sigmas, seeds[:0] if k else torch.zeros(1, dtype=torch.int64), 0)
+        ops.noisy_unit(*on(device, x, w, bias, sigmas, seeds[:0] if k else torch.zeros(1, dtype=torch.int64)), 0)
 
 
-def test_opcheck(library):
+def test_opcheck(device):
     """Schemas, fake kernels and dispatch are consistent (torch.library.opcheck) for every operator."""
     hidden, weight, bias, labels, ref = head_inputs(3, 21, 5, 4, torch.float32)
     x, w0, b0 = linear_inputs(6, 4, 3, torch.float64)
@@ -223,7 +281,7 @@ def test_opcheck(library):
                (torch.ops.layerprobe.noisy_unit.default, (x.float(), w0.float(), None, alphas.float(),
                                                           torch.tensor([4, 5, 6]), 2))]
     for op, args in samples:
-        torch.library.opcheck(op, args)
+        torch.library.opcheck(op, tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,13 +340,43 @@ def test_ops_must_be_loaded_for_the_engine(library):
         ops.resolve("maybe")
 
 
+def test_mode_reads_yaml_booleans_and_names_the_choices():
+    assert [ops.mode(v) for v in ("auto", "on", "off", True, False)] == ["auto", "on", "off", "on", "off"]
+    for bad in ("maybe", "ON", None, 1, 0):
+        with pytest.raises(ValueError, match="engine.ops must be one of"):
+            ops.mode(bad)
+
+
+class Tanh(torch.nn.Linear):
+    """A Linear subclass with its own forward: the engine must not run it as a plain Linear."""
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, torch.tanh(self.weight), self.bias)
+
+
+def test_engine_runs_a_linear_subclass_by_its_own_forward(counted):
+    from test_engine import assert_same_rows, every_probe, setting
+    model, units, checkpoints, source, splits = setting("fcn")
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            module.__class__ = Tanh
+    variants = every_probe(units)
+    expected = reference.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source")
+    for fused in (False, True):
+        actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu",
+                                 ops=fused)
+        assert_same_rows(expected, actual)
+    assert counted == dict.fromkeys(ops.OPS, 0)  # nothing fused: every layer is a Tanh
+
+
 def test_resolve_without_a_library(tmp_path):
     """In a fresh process (nothing loaded): auto falls back, on names the missing file and the rule."""
     code = ("import sys; from layerprobe import ops\n"
             "assert ops.resolve('auto', sys.argv[1]) is False and ops.resolve('off') is False\n"
             "try:\n    ops.resolve('on', sys.argv[1])\nexcept ops.OpsUnavailable as err:\n    print(err)\n")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.so")], capture_output=True,
-                            text=True, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                            text=True, timeout=120, env={"PYTHONPATH": os.pathsep.join(  # the caller's too: wheels may lie there
+                                str(p) for p in [REPO, os.environ.get("PYTHONPATH")] if p), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert "missing.so do not exist" in result.stdout and "build_ops" in result.stdout
 
@@ -296,6 +384,46 @@ def test_resolve_without_a_library(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Building
 # ---------------------------------------------------------------------------------------------
+
+def test_arch_list_from_torchs_own_architectures():
+    assert ops.arch_list(["sm_80", "sm_90", "sm_90a", "compute_90", "sm_100", "sm_120"]) == "8.0;9.0;9.0a;10.0;12.0"
+    assert ops.arch_list(["compute_90"]) == ops.arch_list([]) == ops.FALLBACK_ARCHS == "8.0;9.0"
+
+
+def fake_build(monkeypatch, tmp_path, *, cuda_version, gpus, arch_env=None):
+    """ops.build with cpp_extension.load replaced: what it was given, and TORCH_CUDA_ARCH_LIST then."""
+    from torch.utils import cpp_extension
+    seen = {}
+
+    def load(**kwargs):
+        seen.update(kwargs, arch_list=os.environ.get("TORCH_CUDA_ARCH_LIST"))
+        (Path(kwargs["build_directory"]) / "layerprobe_ops.so").write_bytes(b"")
+        return None
+    monkeypatch.setattr(cpp_extension, "load", load)
+    monkeypatch.setattr(torch.version, "cuda", cuda_version)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_86", "sm_90", "compute_90"])
+    if arch_env is None:
+        monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    else:
+        monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", arch_env)
+    monkeypatch.setattr(ops, "_register_fakes", lambda: None)
+    assert ops.build(tmp_path / "out.so", cuda=cuda_version is not None).is_file()
+    return seen
+
+
+def test_build_without_a_visible_gpu_compiles_for_torchs_architectures(monkeypatch, tmp_path):
+    seen = fake_build(monkeypatch, tmp_path, cuda_version="12.8", gpus=0)
+    assert seen["arch_list"] == "8.6;9.0" and seen["with_cuda"] is True
+    assert "TORCH_CUDA_ARCH_LIST" not in os.environ  # set for the build only
+    assert "-ffp-contract=off" in seen["extra_cflags"]
+    assert fake_build(monkeypatch, tmp_path, cuda_version="12.8", gpus=0, arch_env="8.9")["arch_list"] == "8.9"
+    assert os.environ["TORCH_CUDA_ARCH_LIST"] == "8.9"  # the user's own setting stays
+    assert fake_build(monkeypatch, tmp_path, cuda_version="12.8", gpus=1)["arch_list"] is None  # from the card
+    cpu_only = fake_build(monkeypatch, tmp_path, cuda_version=None, gpus=0)
+    assert cpu_only["arch_list"] is None and cpu_only["with_cuda"] is False
+    assert "-ffp-contract=off" in cpu_only["extra_cflags"]
+
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: the CUDA kernels cannot be compiled")
 def test_every_cu_file_compiles_with_nvcc(tmp_path):
