@@ -45,25 +45,25 @@ def inputs(kind: str, s: dict):
     return x, w, b, torch.rand(s["k"], generator=g), ops.seeds_for(1, s["k"]), 0
 
 
-def _child(library: str, kind: str, sizes: dict, fused: bool, threads: int):
+def _child(library: str, kind: str, sizes: dict, fused: bool, threads: int, device: str = "cpu"):
     from engine import PeakMemory, timed  # benchmarks/engine.py
     torch.set_num_threads(threads)
     ops.load(library)
     fn = getattr(ops, {"head": "head_eval", "interp": "interp_unit", "noisy": "noisy_unit"}[kind]
                  + ("" if fused else "_reference"))
-    args = inputs(kind, sizes)
+    device = torch.device(device)
+    args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in inputs(kind, sizes))
     with torch.no_grad():
         fn(*args)  # warm-up
-        device = torch.device("cpu")
         with PeakMemory(device) as peak:
             seconds, _ = timed(lambda: fn(*args), device)
     return seconds, peak.mb
 
 
-def measure(library: str, kind: str, sizes: dict, fused: bool, threads: int):
+def measure(library: str, kind: str, sizes: dict, fused: bool, threads: int, device: str = "cpu"):
     os.environ["MALLOC_ARENA_MAX"] = "1"
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_child, library, kind, sizes, fused, threads).result()
+        return pool.submit(_child, library, kind, sizes, fused, threads, device).result()
 
 
 def main(argv=None) -> int:
@@ -72,19 +72,22 @@ def main(argv=None) -> int:
     parser.add_argument("--build", action="store_true", help="build the library into benchmarks/out/ first")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the operators run (cuda: peak = max_memory_allocated above the inputs)")
     args = parser.parse_args(argv)
     library = args.library
     if args.build:
         library = str(ops.build(Path(__file__).parent / "out" / "layerprobe_ops.so"))
     if not Path(library).is_file():
         parser.error(f"{library} does not exist: build it (--build, or snakemake {ops.LIBRARY})")
-    print(f"torch {torch.__version__}, {args.threads} threads; peak = RSS growth during one call (fresh process)")
+    print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}; peak = "
+          + ("RSS growth" if args.device == "cpu" else "CUDA allocation above the inputs") + " during one call (fresh process)")
     header = ("case", "fused_s", "reference_s", "speedup", "fused_peak_mb", "reference_peak_mb")
     print("  ".join(f"{h:>17}" for h in header))
     for name in args.cases.split(","):
         kind, sizes = CASES[name]
-        fs, fm = measure(library, kind, sizes, True, args.threads)
-        rs, rm = measure(library, kind, sizes, False, args.threads)
+        fs, fm = measure(library, kind, sizes, True, args.threads, args.device)
+        rs, rm = measure(library, kind, sizes, False, args.threads, args.device)
         print("  ".join(f"{c:>17}" for c in (name, f"{fs:.3g}", f"{rs:.3g}", f"{rs / fs:.2f}", f"{fm:.0f}",
                                                  f"{rm:.0f}")), flush=True)
     return 0
