@@ -38,7 +38,7 @@ OPS_LIBRARY = str(layerprobe.ops.LIBRARY)
 OPS_SOURCES = layerprobe.ops.SOURCES
 # auto uses them for CUDA probes only (on a CPU PyTorch is as fast), and builds them only where a
 # toolchain is at hand: without one the workflow runs on PyTorch.
-OPS_MODE = {True: "on", False: "off"}.get(config["engine"]["ops"], config["engine"]["ops"])
+OPS_MODE = layerprobe.ops.mode(config["engine"]["ops"])
 USE_OPS = OPS_MODE == "on" or (OPS_MODE == "auto" and layerprobe.ops.toolchain_missing() is None
                                and layerprobe.config.job_gpus("auto", config["engine"]["device"]) > 0)
 
