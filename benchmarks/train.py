@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's layerprobe
-from layerprobe import models, train  # noqa: E402
+from layerprobe import engine, models, train  # noqa: E402
 from layerprobe.datasets import Splits, channel_stats  # noqa: E402
 
 FIELDS = ("model", "loop", "samples_per_s", "epoch_s", "speedup")
@@ -161,7 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = train.resolve_device(args.device)
+    device = engine.resolve_device(args.device)
     n, size, width, epochs = (512, 16, 8, 1) if args.quick else (4_096, 32, 16, 5)
     epochs = args.epochs or epochs
     print(f"cpu: {platform.processor() or platform.machine()}, torch {torch.__version__}, "

@@ -59,7 +59,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """"auto" is CUDA when present, else the CPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} asked for, but this machine has no CUDA device; use auto or cpu")
+    return device
 
 
 def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final: State,

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from layerprobe import augment, checkpoints, recipes
 from layerprobe.atomic import atomic_path
 from layerprobe.datasets import Splits
+from layerprobe.engine import resolve_device
 from layerprobe.metrics import classify
 from layerprobe.seeds import derive_seed
 
@@ -48,17 +49,6 @@ def checkpoint_epochs(requested: list[int], epochs: int) -> list[int]:
     if bad:
         raise ValueError(f"checkpoint epochs {bad} lie outside 0..{epochs} (the training length)")
     return sorted({0, epochs, *requested})
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" is CUDA when present, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device is {str(device)!r} but this machine has no CUDA device; "
-                           "use device auto or cpu")
-    return device
 
 
 class Batches:
