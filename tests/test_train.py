@@ -299,3 +299,33 @@ def test_clear_removes_what_a_killed_write_left(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     checkpoints.clear(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_training_with_augmentation_checkpoints_and_resumes(tmp_path, digits, precision):
+    """On a GPU: device-side batches and augmentation, bf16 autocast, and a resume from an interrupted run."""
+    run = augmented_run(device="cuda", precision=precision, epochs=4, lr_milestones=[2])
+    run["checkpoints"] = [2]
+    factory = model_factory(run, digits)
+    whole = train.train(factory, digits, run["train"], run["seed"], tmp_path / "whole", run["checkpoints"],
+                        progress=False)
+    assert all(math.isfinite(row["train_loss"]) for row in whole) and whole[-1]["train_error"] < whole[0]["train_error"]
+    save = checkpoints.save
+
+    def stopped(directory, epoch, *args, **kwargs):  # interrupted after epoch 3's resume state
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return save(directory, epoch, *args, **kwargs)
+
+    checkpoints.save = stopped
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train.train(factory, digits, {**run["train"], "epochs": 4}, run["seed"], tmp_path / "resumed",
+                        [2, 3], progress=False)
+    finally:
+        checkpoints.save = save
+    assert (tmp_path / "resumed" / checkpoints.RESUME).exists()
+    resumed = train.train(factory, digits, {**run["train"], "epochs": 4}, run["seed"], tmp_path / "resumed", [2, 3],
+                          progress=False)
+    assert [r["epoch"] for r in resumed] == list(range(5)) and math.isfinite(resumed[-1]["train_loss"])
