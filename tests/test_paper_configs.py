@@ -69,3 +69,11 @@ def test_imagenet_config_requires_its_folder_and_plans_resnet50(tmp_path):
     raw["datasets"]["imagenet"]["root"] = None
     refused = snakemake(tmp_path, raw, "-n")
     assert refused.returncode != 0 and "datasets.imagenet.root" in refused.stdout + refused.stderr
+
+
+def test_imagenet_folder_given_on_the_command_line_as_the_readme_says(tmp_path):
+    (tmp_path / "imagenet" / "train").mkdir(parents=True)
+    (tmp_path / "imagenet" / "val").mkdir()
+    result = snakemake(tmp_path, load("paper-imagenet.yaml"), "-n",
+                       "--config", f"datasets={{imagenet: {{root: {tmp_path / 'imagenet'}}}}}")
+    assert planned_jobs(result)["data"] == 1
