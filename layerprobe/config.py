@@ -41,8 +41,9 @@ def _filling_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": properties})
 
 
-def _where(path) -> str:
-    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+def _where(path, prefix: str = "") -> str:
+    """A schema error's location as config keys, e.g. runs[0].train.lr (after `prefix`)."""
+    text = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
     return text.lstrip(".") or "(top level)"
 
 

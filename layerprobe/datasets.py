@@ -15,6 +15,7 @@ declarations (datasets.yaml); a config declares more, or overrides a built-in's 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,7 @@ class Splits:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw uint8 images (on any device) as standardized float32."""
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(shape)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(shape)
+        mean, std = _stats(self.mean, self.std, x.device)
         return (x.float() - mean) / std
 
     def raw(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,6 +70,14 @@ class Splits:
 
     def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return {name: self.split(name) for name in SPLITS}
+
+
+@functools.cache
+def _stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as (1, C, 1, 1) float32 tensors on `device`, made once, not per batch."""
+    shape = (1, -1, 1, 1)
+    return (torch.tensor(mean, dtype=torch.float32).view(shape).to(device),
+            torch.tensor(std, dtype=torch.float32).view(shape).to(device))
 
 
 def channel_stats(x: torch.Tensor, chunk: int = 1 << 26) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -190,14 +197,9 @@ def prepare(name: str, declaration: dict | None = None, files: dict[str, str | P
 
 def _with_defaults(name: str, decl: dict) -> dict:
     """A declaration checked against the config schema, its defaults filled (for library callers)."""
-    from layerprobe.config import ConfigError, _problems, SCHEMA
+    from layerprobe.config import section  # config imports this module
 
-    schema = yaml.safe_load(SCHEMA.read_text())["properties"]["datasets"]
-    instance = {name: copy.deepcopy(decl)}
-    messages = _problems({"type": "object", "properties": {"datasets": schema}}, {"datasets": instance})
-    if messages:
-        raise ConfigError("invalid dataset declaration:\n  " + "\n  ".join(messages))
-    return instance[name]
+    return section("datasets", {name: decl})[name]
 
 
 def save(splits: Splits, path: str | Path) -> None:

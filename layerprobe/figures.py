@@ -336,27 +336,17 @@ def _require_unique(rows: pd.DataFrame, keys: list[str], run: str) -> None:
 
 def robustness_heatmap(table: pd.DataFrame, run: str, split: str) -> Figure:
     """Error after resetting each unit (fixed 0..1 colour range so runs compare)."""
-    matrix = heatmap_matrix(table, run, "error", split=split)
-    return _heatmap(
-        matrix,
-        cmap=colormaps[ERROR_CMAP],
-        norm=Normalize(0.0, 1.0),
-        title=f"{run}: {split} error after resetting each unit",
-        colorbar_label=f"{split} error",
-    )
+    return _error_heatmap(heatmap_matrix(table, run, "error", split=split), run, split, "each unit")
 
 
 def joint_heatmap(table: pd.DataFrame, run: str, split: str) -> Figure:
     """Error after resetting each set of units together; read like the robustness heatmap."""
-    matrix = joint_matrix(table, run, split)
-    return _heatmap(
-        matrix,
-        cmap=colormaps[ERROR_CMAP],
-        norm=Normalize(0.0, 1.0),
-        title=f"{run}: {split} error after resetting each set of units",
-        colorbar_label=f"{split} error",
-        unit_label="Set of units",
-    )
+    return _error_heatmap(joint_matrix(table, run, split), run, split, "each set of units", unit_label="Set of units")
+
+
+def _error_heatmap(matrix: pd.DataFrame, run: str, split: str, reset: str, **labels) -> Figure:
+    return _heatmap(matrix, cmap=colormaps[ERROR_CMAP], norm=Normalize(0.0, 1.0),
+                    title=f"{run}: {split} error after resetting {reset}", colorbar_label=f"{split} error", **labels)
 
 
 def distance_heatmap(table: pd.DataFrame, run: str, measure: str) -> Figure:

@@ -51,11 +51,9 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _where(path, prefix: str) -> str:
-    return prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
-
-
 def _type_problems(settings: dict, where: str, complete: bool) -> list[str]:
+    from layerprobe.config import _where  # config imports this module
+
     schema = dict(_schema())
     if complete:
         schema["required"] = list(SETTINGS)

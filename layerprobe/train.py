@@ -59,12 +59,7 @@ class Batches:
         if device.type == "cuda" and x.numel() <= STAGE_FRACTION * torch.cuda.mem_get_info(device)[0]:
             x = x.to(device)  # small enough: gather batches on the GPU, no per-batch copy
         self.x, self.y, self.device = x, y.to(device), device
-        shape = (1, -1, 1, 1)  # the same arithmetic as Splits.normalize, with the constants kept on the device
-        self.mean = torch.tensor(data.mean, dtype=torch.float32).view(shape).to(device)
-        self.std = torch.tensor(data.std, dtype=torch.float32).view(shape).to(device)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+        self.normalize = data.normalize  # one standardization for training and probing
 
     def images(self, index: torch.Tensor | slice) -> torch.Tensor:
         if isinstance(index, torch.Tensor):

@@ -134,14 +134,19 @@ def test_duplicate_cells_are_refused_not_averaged(robustness):
 # --- errors ------------------------------------------------------------------
 
 
-def test_unknown_run_names_asked_and_present(robustness):
+HEATMAPS = [(figures.robustness_heatmap, "robustness"), (figures.joint_heatmap, "probes")]  # (figure, its table)
+
+
+@pytest.mark.parametrize("heatmap, table", HEATMAPS)
+def test_unknown_run_names_asked_and_present(heatmap, table, request):
     with pytest.raises(ValueError, match=r"nope.*mlp_s0.*other_run"):
-        figures.robustness_heatmap(robustness, "nope", "test")
+        heatmap(request.getfixturevalue(table), "nope", "test")
 
 
-def test_unknown_split_names_asked_and_present(robustness):
+@pytest.mark.parametrize("heatmap, table", HEATMAPS)
+def test_unknown_split_names_asked_and_present(heatmap, table, request):
     with pytest.raises(ValueError, match=r"'valid'.*\['test', 'train'\]"):
-        figures.robustness_heatmap(robustness, "mlp_s0", "valid")
+        heatmap(request.getfixturevalue(table), "mlp_s0", "valid")
 
 
 def test_unknown_measure(distances):
@@ -339,13 +344,6 @@ def test_joint_heatmap_figure(probes):
 def test_joint_without_joint_rows_names_the_probe_and_those_present(robustness):
     with pytest.raises(ValueError, match=r"'joint'.*'test'.*probes present.*'reinit'"):
         figures.joint_heatmap(robustness, "mlp_s0", "test")
-
-
-def test_joint_unknown_run_and_split(probes):
-    with pytest.raises(ValueError, match=r"nope.*mlp_s0.*other_run"):
-        figures.joint_heatmap(probes, "nope", "test")
-    with pytest.raises(ValueError, match=r"'valid'.*\['test', 'train'\]"):
-        figures.joint_heatmap(probes, "mlp_s0", "valid")
 
 
 def test_joint_same_label_with_different_members_is_refused(probes):
