@@ -10,8 +10,8 @@ Every evaluator runs in this process on the same model, checkpoints, inputs and 
 already on the device, so nobody pays host-to-device copies), and answers with one row per
 variant and split. The evaluators:
 
-  engine  layerprobe.engine.evaluate (prefix shared, variants folded into the batch, α-linearity)
-  loop    layerprobe.reference.evaluate: one variant at a time through functional_call on its
+  engine  layerprobe.probing.engine.evaluate (prefix shared, variants folded into the batch, α-linearity)
+  loop    layerprobe.probing.reference.evaluate: one variant at a time through functional_call on its
           composed state dict, inputs in batches of 1,000 — the plain loop users write (an
           inline loop without the reference's bookkeeping timed the same)
   vmap    torch.func: chunks of variants' full composed state dicts stacked, vmap(functional_call)
@@ -70,10 +70,14 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's layerprobe
-from layerprobe import engine, models, probes, reference  # noqa: E402
-from layerprobe import ops as lp_ops  # noqa: E402
-from layerprobe.metrics import classify  # noqa: E402
-from layerprobe.units import FULLMODEL, Unit, inventory  # noqa: E402
+from layerprobe import models  # noqa: E402
+from layerprobe.base.metrics import classify  # noqa: E402
+from layerprobe.kinds import interpolate, reinit  # noqa: E402
+from layerprobe.models.units import FULLMODEL, Unit, inventory  # noqa: E402
+from layerprobe.probing import compose, engine, reference  # noqa: E402
+from layerprobe.probing import ops as lp_ops  # noqa: E402
+from layerprobe.probing.variants import Variant  # noqa: E402
+from layerprobe.probing.variants import row as result_row  # noqa: E402
 
 BATCH = 1000  # inputs per batch for the loop and vmap
 FIELDS = ("case", "variants", "engine_s", "ops_s", "loop_s", "vmap_s", "floor_s", "speedup_vs_loop", "speedup_vs_vmap",
@@ -90,7 +94,7 @@ class Case:
     name: str
     model: nn.Module
     units: list[Unit]
-    variants: list[probes.Variant]
+    variants: list[Variant]
     checkpoints: list[dict[str, torch.Tensor]]   # ("checkpoint", τ) → checkpoints[τ]; the last is final
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     input_shape: tuple[int, ...]
@@ -127,7 +131,7 @@ def trajectory(factory: Callable[[], nn.Module], count: int, seed: int = 0) -> l
 
 
 def build(name: str, factory: Callable[[], nn.Module], input_shape: tuple[int, ...], n: int, count: int,
-          variants: Callable[[list[Unit]], list[probes.Variant]], device: torch.device, seed: int = 0) -> Case:
+          variants: Callable[[list[Unit]], list[Variant]], device: torch.device, seed: int = 0) -> Case:
     """Checkpoints, N random inputs with labels from the final model (10% random), the variants."""
     model = factory().eval()
     units = inventory(model)
@@ -154,20 +158,20 @@ def vgg_factory(size: int = 32) -> Callable[[], nn.Module]:
 def case_a(n: int, checkpoints: int, width: int = 1024, depth: int = 5, device="cpu") -> Case:
     """FCN, every unit reset to every checkpoint."""
     return build("a", fcn_factory(width, depth), (784,), n, checkpoints,
-                 lambda units: probes.reinit(units, list(range(checkpoints))), torch.device(device))
+                 lambda units: reinit.describe(units, list(range(checkpoints))), torch.device(device))
 
 
 def case_b(n: int, grid: int, width: int = 1024, depth: int = 5, device="cpu") -> Case:
     """FCN, every unit interpolated from checkpoint 0 to the final state on an α grid."""
     alphas = [k / (grid - 1) for k in range(grid)]
     return build("b", fcn_factory(width, depth), (784,), n, 2,
-                 lambda units: probes.interpolate(units, alphas), torch.device(device))
+                 lambda units: interpolate.describe(units, alphas), torch.device(device))
 
 
 def case_c(n: int, checkpoints: int, size: int = 32, device="cpu") -> Case:
     """VGG with batch norm, every unit reset to every checkpoint."""
     return build("c", vgg_factory(size), (3, size, size), n, checkpoints,
-                 lambda units: probes.reinit(units, list(range(checkpoints))), torch.device(device))
+                 lambda units: reinit.describe(units, list(range(checkpoints))), torch.device(device))
 
 
 def case_d(n: int, checkpoints: int, size: int = 32, device="cpu") -> Case:
@@ -213,7 +217,7 @@ def run_vmap(case: Case, budget: int) -> list[dict]:
         final = classify(lambda b: call(case.final, b), x, y)["predictions"]
         for lo in range(0, len(case.variants), chunk):
             ids = range(lo, min(lo + chunk, len(case.variants)))
-            states = [probes.compose(case.variants[i], case.units, case.final, case.source(case.variants[i].source),
+            states = [compose.compose(case.variants[i], case.units, case.final, case.source(case.variants[i].source),
                                      case.bn_stats) for i in ids]
             stacked = {k: torch.stack([s[k] for s in states]) for k in states[0]}
             del states
@@ -231,7 +235,7 @@ def run_vmap(case: Case, budget: int) -> list[dict]:
             n = len(y)
             for i, w, a, s in zip(ids, wrong.tolist(), agree.tolist(), loss.tolist()):
                 results[i, split] = {"error": w / n, "loss": s / n, "agreement": a / n, "n": n}
-    return [reference.result_row(v, case.bn_stats, s, results[i, s])
+    return [result_row(v, case.bn_stats, s, results[i, s])
             for i, v in enumerate(case.variants) for s in case.splits]
 
 
@@ -532,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     rate = matmul_rate(device)
     print(machine(device))
-    print(f"float32 matmul rate: {rate / 1e9:.1f} GMAC/s; loop = layerprobe.reference.evaluate; "
+    print(f"float32 matmul rate: {rate / 1e9:.1f} GMAC/s; loop = layerprobe.probing.reference.evaluate; "
           f"each evaluator timed once after a warm-up call on 2 variants × {BATCH} inputs")
     use_ops = bool(args.ops_library) and lp_ops.resolve("on", args.ops_library, device)
     results = []

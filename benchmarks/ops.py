@@ -1,4 +1,4 @@
-"""Benchmark: each fused operator against its unfused PyTorch reference (layerprobe/ops.py), time and peak memory.
+"""Benchmark: each fused operator against its unfused PyTorch reference (layerprobe/probing/ops/reference.py), time and peak memory.
 
     python benchmarks/ops.py --library results/ops/layerprobe_ops.so   # build it first: snakemake results/ops/layerprobe_ops.so
     python benchmarks/ops.py --build                                  # or build into benchmarks/out/ first
@@ -22,7 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from layerprobe import ops  # noqa: E402
+from layerprobe.probing import ops  # noqa: E402
+from layerprobe.probing.noise import seeds_for  # noqa: E402
+from layerprobe.probing.ops import build, reference  # noqa: E402
+
+LIBRARY = "results/ops/layerprobe_ops.so"  # where the workflow's rule build_ops puts it
 
 CASES = {
     "head C=10": ("head", dict(v=20, n=10_000, f=1024, c=10)),
@@ -42,15 +46,15 @@ def inputs(kind: str, s: dict):
     x, w, b = torch.randn(s["b"], s["i"], generator=g), torch.randn(s["o"], s["i"], generator=g), torch.randn(s["o"])
     if kind == "interp":
         return x, w, b, torch.randn(s["o"], s["i"], generator=g), b * 0.5, torch.linspace(0, 1, s["k"]), "relu"
-    return x, w, b, torch.rand(s["k"], generator=g), ops.seeds_for(1, s["k"]), 0
+    return x, w, b, torch.rand(s["k"], generator=g), seeds_for(1, s["k"]), 0
 
 
 def _child(library: str, kind: str, sizes: dict, fused: bool, threads: int, device: str = "cpu"):
     from engine import PeakMemory, timed  # benchmarks/engine.py
     torch.set_num_threads(threads)
     ops.load(library)
-    fn = getattr(ops, {"head": "head_eval", "interp": "interp_unit", "noisy": "noisy_unit"}[kind]
-                 + ("" if fused else "_reference"))
+    name = {"head": "head_eval", "interp": "interp_unit", "noisy": "noisy_unit"}[kind]
+    fn = getattr(ops, name) if fused else getattr(reference, f"{name}_reference")
     device = torch.device(device)
     args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in inputs(kind, sizes))
     with torch.no_grad():
@@ -68,7 +72,7 @@ def measure(library: str, kind: str, sizes: dict, fused: bool, threads: int, dev
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--library", default=str(ops.LIBRARY), help="the built layerprobe_ops.so")
+    parser.add_argument("--library", default=LIBRARY, help="the built layerprobe_ops.so")
     parser.add_argument("--build", action="store_true", help="build the library into benchmarks/out/ first")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--cases", default=",".join(CASES))
@@ -77,9 +81,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     library = args.library
     if args.build:
-        library = str(ops.build(Path(__file__).parent / "out" / "layerprobe_ops.so"))
+        library = str(build.build_ops(Path(__file__).parent / "out" / "layerprobe_ops.so"))
     if not Path(library).is_file():
-        parser.error(f"{library} does not exist: build it (--build, or snakemake {ops.LIBRARY})")
+        parser.error(f"{library} does not exist: build it (--build, or snakemake {LIBRARY})")
     print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}; peak = "
           + ("RSS growth" if args.device == "cpu" else "CUDA allocation above the inputs") + " during one call (fresh process)")
     header = ("case", "fused_s", "reference_s", "speedup", "fused_peak_mb", "reference_peak_mb")

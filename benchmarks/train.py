@@ -11,7 +11,7 @@ stages 16, 32, 64; fc 128; batch norm), and an FCN 3×128 where the input pipeli
 with SGD (momentum 0.9, weight decay 5e-4, lr 0.05), batch 128, on the same random uint8 images
 with random labels, with the cifar-sgd augmentation (random crop, zero padding 4, horizontal flip):
 
-  layerprobe  layerprobe.train.train_epoch: uint8 batches gathered by index, moved to the device,
+  layerprobe  layerprobe.training.loop.train_epoch: uint8 batches gathered by index, moved to the device,
               cropped and flipped there for the whole batch (one gather), standardized there
   dataloader  what users write: a Dataset over the standardized float32 images whose __getitem__
               crops (padding 4) and flips one image with Python-level tensor ops, a
@@ -39,22 +39,25 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's layerprobe
-from layerprobe import engine, models, train  # noqa: E402
-from layerprobe.datasets import Splits, channel_stats  # noqa: E402
+from layerprobe import models  # noqa: E402
+from layerprobe.base.device import resolve_device  # noqa: E402
+from layerprobe.data import dataset as prepared  # noqa: E402
+from layerprobe.data.dataset import channel_stats  # noqa: E402
+from layerprobe.training import loop as train  # noqa: E402
 
 FIELDS = ("model", "loop", "samples_per_s", "epoch_s", "speedup")
 PADDING, BATCH, LR = 4, 128, 0.05
 
 
-def random_data(n: int, size: int, seed: int = 0) -> Splits:
+def random_data(n: int, size: int, seed: int = 0) -> prepared.Dataset:
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
     mean, std = channel_stats(x)
-    return Splits("random", x, y, x[:BATCH], y[:BATCH], 10, mean, std)
+    return prepared.Dataset("random", x, y, x[:BATCH], y[:BATCH], 10, mean, std)
 
 
-def make_model(data: Splits, width: int, kind: str = "vgg") -> torch.nn.Module:
+def make_model(data: prepared.Dataset, width: int, kind: str = "vgg") -> torch.nn.Module:
     if kind == "vgg":
         spec = {"name": "vgg", "stages": [[width], [2 * width], [4 * width]], "fc": [8 * width], "batch_norm": True}
     else:
@@ -106,7 +109,7 @@ def time_epochs(loops: dict, epochs: int, device: torch.device) -> dict[str, lis
     return seconds
 
 
-def layerprobe_loop(data: Splits, width: int, device: torch.device, kind: str):
+def layerprobe_loop(data: prepared.Dataset, width: int, device: torch.device, kind: str):
     model = make_model(data, width, kind).to(device).train()
     optimizer = optimizer_for(model)
     split = train.Batches(data, "train", device)
@@ -115,7 +118,7 @@ def layerprobe_loop(data: Splits, width: int, device: torch.device, kind: str):
     return lambda: train.train_epoch(model, optimizer, split, BATCH, PADDING, True, generators, autocast).item()
 
 
-def dataloader_loop(data: Splits, width: int, device: torch.device, workers: int, kind: str):
+def dataloader_loop(data: prepared.Dataset, width: int, device: torch.device, workers: int, kind: str):
     model = make_model(data, width, kind).to(device).train()
     optimizer = optimizer_for(model)
     x, y = data.split("train")
@@ -161,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = engine.resolve_device(args.device)
+    device = resolve_device(args.device)
     n, size, width, epochs = (512, 16, 8, 1) if args.quick else (4_096, 32, 16, 5)
     epochs = args.epochs or epochs
     print(f"cpu: {platform.processor() or platform.machine()}, torch {torch.__version__}, "

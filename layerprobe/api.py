@@ -15,16 +15,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from layerprobe import config, engine, study, tables
-from layerprobe import ops as lp_ops
-from layerprobe.units import inventory, skipped
+from layerprobe import config, study
+from layerprobe.base.device import resolve_device
+from layerprobe.models.units import inventory, skipped
+from layerprobe.probing import ops as lp_ops
+from layerprobe.results import tables
 
 Data = Mapping[str, tuple[torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]
 
 
 def units(model: nn.Module, rule: str | dict | None = None) -> pd.DataFrame:
     """One row per unit (name, parameter names, size, the grouping rule), then one per thing no unit
-    covers, with the reason in `skipped`. `rule` as in layerprobe.units.inventory."""
+    covers, with the reason in `skipped`. `rule` as in layerprobe.models.units.inventory."""
     found = inventory(model, rule)
     rows = [{"unit": u.name, "index": u.index, "n_params": u.n_params, "params": " ".join(u.params),
              "rule": u.rule, "skipped": ""} for u in found]
@@ -61,7 +63,7 @@ def probe(model: nn.Module | Callable[[], nn.Module], checkpoints: Mapping[int, 
                               categories=config.section("categories", categories), joint_groups=joint_groups,
                               device=device, memory_budget=config.parse_bytes(memory_budget), unit_rule=unit_rule,
                               progress=progress,
-                              ops=lp_ops.resolve(ops, ops_library, engine.resolve_device(device)))
+                              ops=lp_ops.resolve(ops, ops_library, resolve_device(device)))
     return results["robustness"]
 
 

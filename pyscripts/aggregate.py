@@ -1,11 +1,14 @@
-"""Rule `aggregate`: concatenate the runs' tables, grade the criticality grid, summarize every unit (snakemake object in scope)."""
+"""Rule `aggregate`: concatenate the runs' tables, make the probe kinds' tables, summarize every unit
+(snakemake object in scope)."""
+
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 import pandas as pd
 
-from layerprobe import tables
+from layerprobe import aggregate
+from layerprobe.results import tables
 
 
 def gather(paths, columns):
@@ -15,12 +18,9 @@ def gather(paths, columns):
 robustness = gather(snakemake.input.robustness, tables.ROBUSTNESS)
 distances = gather(snakemake.input.distances, tables.DISTANCES)
 inventory = gather(snakemake.input.inventory, tables.INVENTORY)
-categories = snakemake.params.categories
-criticality = tables.criticality(robustness, distances, **snakemake.params.feasibility)
-units = tables.summarize_units(inventory, robustness, distances, categories["robust_max_increase"],
-                               categories["critical_fraction"], criticality)
-tables.write_csv(robustness, snakemake.output.robustness)
-tables.write_csv(distances, snakemake.output.distances)
-tables.write_csv(criticality, snakemake.output.criticality)
-tables.write_csv(units, snakemake.output.units)
+settings = snakemake.params.settings
+own = aggregate.kind_tables(robustness, distances, settings)
+units = aggregate.summarize_units(inventory, robustness, distances, snakemake.params.categories, settings, own)
+for name, table in {"robustness": robustness, "distances": distances, **own, "units": units}.items():
+    tables.write_csv(table, snakemake.output[name])
 print(units[["run", "unit", "reinit_test_error", "rerandomize_test_error_mean", "category", "criticality"]].to_string())

@@ -3,7 +3,7 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
-from layerprobe import download
+from layerprobe.data import download
 
 entry = snakemake.config["datasets"][snakemake.wildcards.dataset]["files"][snakemake.wildcards.file]
 path = download.fetch(entry["urls"], snakemake.params.sha256, snakemake.output[0])

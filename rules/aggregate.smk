@@ -1,7 +1,9 @@
-# All runs' tables concatenated, the criticality grid, and the per-unit summary with categories.
+# All runs' tables concatenated, the probe kinds' own tables (the criticality grid), and the per-unit
+# summary with categories. Quick and light: it runs where Snakemake runs, not as a cluster job.
 
 
 rule aggregate:
+    localrule: True
     input:
         robustness=expand("results/runs/{run}/probes/robustness.csv", run=RUNS),
         distances=expand("results/runs/{run}/probes/distances.csv", run=RUNS),
@@ -9,7 +11,7 @@ rule aggregate:
     output:
         robustness="results/tables/robustness.csv",
         distances="results/tables/distances.csv",
-        criticality="results/tables/criticality.csv",
+        **{table.name: f"results/tables/{table.name}.csv" for table in layerprobe.kinds.tables()},
         units=report(
             "results/tables/units.csv",
             caption="../report/units.rst",
@@ -17,7 +19,7 @@ rule aggregate:
         ),
     params:
         categories=config["categories"],
-        feasibility=config["probes"]["criticality"]["feasibility"],
+        settings=layerprobe.kinds.aggregate_settings(PROBES),
     log:
         "logs/aggregate.log",
     benchmark:

@@ -27,7 +27,7 @@ rule data:
     output:
         "results/data/{dataset}.pt",
     params:
-        settings=lambda wildcards: layerprobe.datasets.job_settings(config["datasets"][wildcards.dataset]),
+        settings=lambda wildcards: layerprobe.config.datasets.job_settings(config["datasets"][wildcards.dataset]),
     threads: config["threads"]  # decoding a folder dataset runs on this many processes
     resources:
         mem_mb=config["resources"]["data"]["mem_mb"],

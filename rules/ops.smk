@@ -5,8 +5,8 @@
 
 rule build_ops:
     input:
-        sources=expand("{csrc}/{name}", csrc=Path(workflow.basedir, "csrc"), name=OPS_SOURCES),
-        face=Path(workflow.basedir, "layerprobe", "ops.py"),
+        sources=sorted(str(p) for p in Path(workflow.basedir, "csrc").glob("*") if p.suffix in (".h", ".cpp", ".cu")),
+        build=Path(workflow.basedir, "layerprobe", "probing", "ops", "build.py"),
     output:
         OPS_LIBRARY,
     log:

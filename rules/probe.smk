@@ -12,8 +12,10 @@ rule probe:
         inventory="results/runs/{run}/probes/inventory.csv",
     params:
         run=lambda wildcards: RUNS[wildcards.run],
-        probes=PROBE_SETTINGS,
-        categories=PROBE_CATEGORIES,
+        # What the probe job depends on, and nothing more: editing e.g. the criticality feasibility
+        # (applied by aggregate) or the categories (unless they pick the joint robust set) reruns no probe.
+        probes=layerprobe.kinds.job_settings(PROBES),
+        categories=config["categories"] if layerprobe.kinds.uses_categories(PROBES) else None,
         engine=config["engine"],
         torch_threads=config["threads"],
     threads: config["threads"]

@@ -1,7 +1,7 @@
 # Training with checkpoints. The manifest is written last, so it marks a complete run; the
 # checkpoint files themselves are not declared outputs, so a failed (e.g. diverged) job keeps the
 # epochs it saved for inspection instead of Snakemake deleting them. A killed job, run again, continues
-# from the resume state the training keeps beside the checkpoints (layerprobe.train).
+# from the resume state the training keeps beside the checkpoints (layerprobe.training.loop).
 
 
 rule train:

@@ -8,8 +8,12 @@ import pytest
 import torch
 import yaml
 
-from layerprobe import checkpoints, datasets, train
-from layerprobe.config import model_factory, validate
+from layerprobe import models
+from layerprobe.config import validate
+from layerprobe.data.dataset import Dataset
+from layerprobe.data.prepare import prepare
+from layerprobe.training import checkpoints
+from layerprobe.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -27,8 +31,13 @@ def raw_config(default_config) -> dict:
 
 
 @pytest.fixture(scope="session")
-def digits() -> datasets.Splits:
-    return datasets.prepare("digits", {"test_fraction": 0.25, "split_seed": 0})
+def digits() -> Dataset:
+    return prepare("digits", {"test_fraction": 0.25, "split_seed": 0})
+
+
+def model_factory(run: dict, data: Dataset):
+    """The model of a config's run, for a dataset."""
+    return models.factory(run["model"], data.input_shape, data.num_classes)
 
 
 def tiny_run(**model) -> dict:
@@ -46,5 +55,5 @@ def trained(tmp_path_factory, digits):
     folder = tmp_path_factory.mktemp("tiny") / "checkpoints"
     factory = model_factory(run, digits)
     torch.set_num_threads(1)
-    train.train(factory, digits, run["train"], run["seed"], folder, run["checkpoints"], progress=False)
+    train(factory, digits, run["train"], run["seed"], folder, run["checkpoints"], progress=False)
     return run, factory, checkpoints.load_all(folder / checkpoints.MANIFEST), folder

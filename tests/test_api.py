@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import layerprobe
-from layerprobe import tables
+from layerprobe.results import tables
 from layerprobe.config import ConfigError
 
 

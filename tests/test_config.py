@@ -98,7 +98,7 @@ def test_grids_and_sizes():
 def test_every_schema_key_is_typed_described_and_defaulted():
     import yaml
 
-    from layerprobe import recipes
+    from layerprobe.config import recipes
 
     def walk(schema, path, required=()):
         for name, sub in schema.get("properties", {}).items():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from layerprobe import datasets
+from layerprobe.data import dataset
 
 from conftest import REPO
 from fakedata import Server, dead_url, idx_dataset, sha256
@@ -41,7 +41,7 @@ def test_declared_dataset_is_downloaded_checked_and_prepared(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         assert sorted(path for path, _ in server.requests) == sorted(f"/{role}.gz" for role in ROLES)
 
-        data = datasets.load(tmp_path / "results/data/tiny.pt")
+        data = dataset.load(tmp_path / "results/data/tiny.pt")
         assert torch.equal(data.x_test[:, 0], torch.from_numpy(arrays["test_images"])) and data.num_classes == 4
         for role in ROLES:
             assert (tmp_path / "data/downloads/tiny" / role).read_bytes() == files[role]

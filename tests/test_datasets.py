@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from layerprobe import datasets
+from layerprobe.data import dataset
+from layerprobe.data.prepare import prepare
 
 
 def test_digits_shapes_and_split(digits):
@@ -28,16 +29,16 @@ def test_digits_standardized_with_training_statistics(digits):
 
 
 def test_digits_deterministic_and_seeded():
-    a = datasets.prepare("digits", {"test_fraction": 0.25, "split_seed": 0})
-    b = datasets.prepare("digits", {"test_fraction": 0.25, "split_seed": 0})
-    c = datasets.prepare("digits", {"test_fraction": 0.25, "split_seed": 1})
+    a = prepare("digits", {"test_fraction": 0.25, "split_seed": 0})
+    b = prepare("digits", {"test_fraction": 0.25, "split_seed": 0})
+    c = prepare("digits", {"test_fraction": 0.25, "split_seed": 1})
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     assert not torch.equal(a.y_test, c.y_test)
 
 
 def test_save_load_roundtrip(tmp_path, digits):
-    datasets.save(digits, tmp_path / "d.pt")
-    loaded = datasets.load(tmp_path / "d.pt")
+    dataset.save(digits, tmp_path / "d.pt")
+    loaded = dataset.load(tmp_path / "d.pt")
     assert torch.equal(loaded.x_test, digits.x_test) and loaded.num_classes == 10
     assert [p.name for p in tmp_path.iterdir()] == ["d.pt"]  # no temporary left behind
 
@@ -46,14 +47,14 @@ def test_unreadable_dataset_file_is_named(tmp_path):
     bad = tmp_path / "d.pt"
     bad.write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="d.pt"):
-        datasets.load(bad)
+        dataset.load(bad)
 
 
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'mnst': not a built-in .*digits.*mnist"):
-        datasets.prepare("mnst", {})
+        prepare("mnst", {})
 
 
 def test_unknown_format_lists_the_known_ones():
     with pytest.raises(ValueError, match="unknown dataset format 'npz'; known: cifar, digits, idx, imagefolder"):
-        datasets.prepare("mine", {"format": "npz", "num_classes": 10})
+        prepare("mine", {"format": "npz", "num_classes": 10})

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from layerprobe import distances
-from layerprobe.units import inventory
+from layerprobe.probing import distances
+from layerprobe.models.units import inventory
 
 
 def test_distances_match_hand_computation():

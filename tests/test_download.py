@@ -4,8 +4,8 @@ import zipfile
 
 import pytest
 
-from layerprobe import download
-from layerprobe.download import DownloadError, UnsafeArchive, extract, fetch
+from layerprobe.data import download
+from layerprobe.data.download import DownloadError, UnsafeArchive, extract, fetch
 
 from fakedata import Server, dead_url, idx_dataset, sha256, tar_bytes
 

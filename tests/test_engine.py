@@ -8,9 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from layerprobe import engine, models, probes, reference
-from layerprobe.seeds import derive_seed
-from layerprobe.units import inventory
+from layerprobe import models
+from layerprobe.kinds import criticality, interpolate, joint, reinit, rerandomize
+from layerprobe.probing import compose, engine, reference
+from layerprobe.probing.variants import Variant
+from layerprobe.base.seeds import derive_seed
+from layerprobe.models.units import inventory
 
 
 class Residual(nn.Module):
@@ -86,9 +89,9 @@ def every_probe(units):
     names = [u.name for u in units]
     seeds = {(u.name, i, j, k): derive_seed("noise", u.name, i, j, k) for u in units
              for i in range(2) for j in range(2) for k in range(2)}
-    return (probes.reinit(units, [0, 1, 5]) + probes.rerandomize(units, [7, 8])
-            + probes.interpolate(units, [0.0, 0.3, 1.0]) + probes.criticality(units, [0.0, 0.6], [0.05, 0.5], seeds)
-            + probes.joint(probes.cumulative_sets(units) + [("pair", (names[0], names[-1]))], [0, 1], [7, 8]))
+    return (reinit.describe(units, [0, 1, 5]) + rerandomize.describe(units, [7, 8])
+            + interpolate.describe(units, [0.0, 0.3, 1.0]) + criticality.describe(units, [0.0, 0.6], [0.05, 0.5], seeds)
+            + joint.describe(joint.cumulative_sets(units) + [("pair", (names[0], names[-1]))], [0, 1], [7, 8]))
 
 
 def assert_same_rows(expected, actual, loss_rel=1e-9, error_slack=0.0):
@@ -120,7 +123,7 @@ def test_engine_equals_reference_for_every_probe(name, bn_stats, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_engine_in_float32_matches_within_one_prediction(name, device):
     model, units, checkpoints, source, splits = setting(name, torch.float32)
-    variants = probes.reinit(units, [0, 1]) + probes.interpolate(units, [0.0, 0.5, 1.0])
+    variants = reinit.describe(units, [0, 1]) + interpolate.describe(units, [0.0, 0.5, 1.0])
     expected = reference.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source")
     actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device=device)
     assert_same_rows(expected, actual, loss_rel=1e-4, error_slack=1 / 41)
@@ -152,26 +155,26 @@ def test_bad_input_is_named_before_any_evaluation():
                                device="cpu", **options)
 
     with pytest.raises(ValueError, match="unknown unit.*'layer9'"):
-        run([probes.Variant("joint", "odd", ("layer1", "layer9"), ("checkpoint", 0))])
+        run([Variant("joint", "odd", ("layer1", "layer9"), ("checkpoint", 0))])
     with pytest.raises(ValueError, match="checkpoint 3, which does not exist"):
-        run(probes.reinit(units, [3]))
+        run(reinit.describe(units, [3]))
     with pytest.raises(ValueError, match=r"α = 1.5 lies outside \[0, 1\]"):
-        run([probes.Variant("interpolate", "layer1", ("layer1",), ("checkpoint", 0), alpha=1.5)])
+        run([Variant("interpolate", "layer1", ("layer1",), ("checkpoint", 0), alpha=1.5)])
     with pytest.raises(engine.MemoryBudgetError, match="cannot hold one variant"):
-        run(probes.reinit(units, [0]), memory_budget=1000)
+        run(reinit.describe(units, [0]), memory_budget=1000)
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
-        probes.interpolate(units, [0.0, -0.1])
+        interpolate.describe(units, [0.0, -0.1])
     with pytest.raises(ValueError, match="σ must be > 0"):
-        probes.criticality(units, [0.5], [0.0, 0.1], {})
+        criticality.describe(units, [0.5], [0.0, 0.1], {})
 
 
 def test_noise_is_seeded_and_fresh():
     _, units, checkpoints, _, _ = setting("fcn")
-    variant = probes.Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), 11, 0.5, 0.1, 0)
-    again = probes.noise(variant, units, checkpoints[5])
-    other = probes.noise(probes.Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), 12, 0.5, 0.1, 0),
+    variant = Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), 11, 0.5, 0.1, 0)
+    again = compose.noise(variant, units, checkpoints[5])
+    other = compose.noise(Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), 12, 0.5, 0.1, 0),
                          units, checkpoints[5])
-    first = probes.noise(variant, units, checkpoints[5])
+    first = compose.noise(variant, units, checkpoints[5])
     assert list(first) == ["layer2.linear.weight", "layer2.linear.bias"]
     assert all(torch.equal(first[k], again[k]) and not torch.equal(first[k], other[k]) for k in first)
     flat = torch.cat([v.flatten() for v in first.values()]).float()
@@ -182,8 +185,8 @@ def test_probe_kinds_agree_where_they_coincide():
     """α = 0 is the reset to θ⁰, α = 1 the trained model; a one-unit joint set is that unit's reset."""
     model, units, checkpoints, source, splits = setting("vgg_bn")
     names = [u.name for u in units]
-    variants = (probes.reinit(units, [0, 5]) + probes.interpolate(units, [0.0, 1.0])
-                + probes.joint([("one", (names[1],))], [0], []))
+    variants = (reinit.describe(units, [0, 5]) + interpolate.describe(units, [0.0, 1.0])
+                + joint.describe([("one", (names[1],))], [0], []))
     rows = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
     pick = lambda probe, unit, **cols: [r for r in rows if r["probe"] == probe and r["unit"] == unit  # noqa: E731
                                         and all(r[k] == v for k, v in cols.items())]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from layerprobe import figures
+from layerprobe.results import figures
 
 UNITS = ["layer1", "layer2", "final_linear"]
 CHECKPOINTS = [0, 1, 5, 10]
@@ -492,7 +492,7 @@ def test_criticality_refuses_non_boolean_flags(criticality):
 
 
 def test_figures_from_tables_read_csv(tmp_path, probes):
-    from layerprobe import tables
+    from layerprobe.results import tables
 
     path = tmp_path / "robustness.csv"
     probes.to_csv(path, index=False)
@@ -516,32 +516,33 @@ def test_save_new_figures_writes_png_and_pdf(tmp_path, probes, criticality, kind
     assert sorted(p.name for p in png.parent.iterdir()) == ["fig.pdf", "fig.png"]
 
 
-@pytest.mark.parametrize("script, table_name", [
-    ("interpolation_figure", "ROBUSTNESS"), ("joint_figure", "ROBUSTNESS"), ("criticality_figure", "CRITICALITY"),
+@pytest.mark.parametrize("figure, table_name", [
+    ("interpolation", "robustness"), ("joint", "robustness"), ("criticality", "criticality"),
 ])
-def test_pyscripts_write_the_rule_outputs(tmp_path, monkeypatch, probes, criticality, script, table_name):
+def test_pyscripts_write_the_rule_outputs(tmp_path, monkeypatch, probes, criticality, figure, table_name):
     """The rules' glue, run with a stand-in for Snakemake's `snakemake` object."""
     import runpy
     import sys
     from types import SimpleNamespace
 
-    from layerprobe import tables
+    from layerprobe.aggregate import columns_of
 
-    ours = criticality if table_name == "CRITICALITY" else probes
-    if not hasattr(tables, table_name):  # the table's column list may not be in tables.py yet
-        monkeypatch.setattr(tables, table_name, list(ours.columns), raising=False)
+    class Wildcards(dict):
+        __getattr__ = dict.__getitem__
+
+    ours = criticality if table_name == "criticality" else probes
     path = tmp_path / "table.csv"
-    ours.reindex(columns=list(dict.fromkeys([*ours.columns, *getattr(tables, table_name)]))).to_csv(path, index=False)
+    ours.reindex(columns=list(dict.fromkeys([*ours.columns, *columns_of(table_name)]))).to_csv(path, index=False)
     stand_in = SimpleNamespace(
-        input=[str(path)], log=[str(tmp_path / "job.log")],
+        input=[str(path)], log=[str(tmp_path / "job.log")], params=SimpleNamespace(figure=figure),
         output=SimpleNamespace(png=str(tmp_path / "fig.png"), pdf=str(tmp_path / "fig.pdf")),
-        wildcards=SimpleNamespace(run="mlp_s0", split="test"),
+        wildcards=Wildcards(run="mlp_s0", **({} if figure == "criticality" else {"split": "test"})),
     )
     # The script sends stdout/stderr to its log; give them back afterwards.
     monkeypatch.setattr(sys, "stdout", sys.stdout)
     monkeypatch.setattr(sys, "stderr", sys.stderr)
     try:
-        runpy.run_path(str(figures_repo() / "pyscripts" / f"{script}.py"), init_globals={"snakemake": stand_in})
+        runpy.run_path(str(figures_repo() / "pyscripts" / "figure.py"), init_globals={"snakemake": stand_in})
     finally:
         if sys.stdout is not sys.__stdout__ and getattr(sys.stdout, "name", "") == stand_in.log[0]:
             sys.stdout.close()

@@ -1,13 +1,15 @@
 """Format readers on generated files in the real formats: idx, cifar pickle batches, image folders."""
 import pickle
-import warnings
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from layerprobe import datasets, formats
+from layerprobe.config import datasets
+from layerprobe.data import formats
+from layerprobe.data.dataset import channel_stats
+from layerprobe.data.prepare import _with_defaults, prepare
 
 from conftest import SCHEMA
 from fakedata import Server, cifar_batch, idx_bytes, idx_dataset, sha256, tar_bytes
@@ -28,11 +30,11 @@ def write(folder, files: dict[str, bytes]) -> dict:
 
 def test_idx_dataset_is_read_exactly(tmp_path):
     files, arrays = idx_dataset()
-    data = datasets.prepare("tiny", idx_declaration(files), files=write(tmp_path, files))
+    data = prepare("tiny", idx_declaration(files), files=write(tmp_path, files))
     assert data.x_train.shape == (30, 1, 6, 5) and data.x_train.dtype == torch.uint8
     assert torch.equal(data.x_train[:, 0], torch.from_numpy(arrays["train_images"]))
     assert torch.equal(data.y_test, torch.from_numpy(arrays["test_labels"]).long()) and data.y_test.dtype == torch.int64
-    assert data.num_classes == 4 and data.mean == datasets.channel_stats(data.x_train)[0]
+    assert data.num_classes == 4 and data.mean == channel_stats(data.x_train)[0]
     assert abs(data.split("train")[0].mean().item()) < 1e-5  # standardized with the training statistics
 
 
@@ -40,7 +42,7 @@ def test_idx_uncompressed_transposed_and_declared_normalization(tmp_path):
     files, arrays = idx_dataset()
     raw = {role: idx_bytes(a) for role, a in arrays.items()}
     decl = idx_declaration(raw, transpose=True, normalization={"mean": [100.0], "std": [50.0]})
-    data = datasets.prepare("tiny", decl, files=write(tmp_path, raw))
+    data = prepare("tiny", decl, files=write(tmp_path, raw))
     assert data.x_train.shape == (30, 1, 5, 6)
     assert torch.equal(data.x_train[:, 0], torch.from_numpy(arrays["train_images"]).transpose(1, 2))
     assert data.mean == (100.0,) and data.std == (50.0,)
@@ -50,7 +52,7 @@ def test_idx_is_downloaded_when_given_a_folder(tmp_path):
     files, _ = idx_dataset()
     with Server() as server:
         urls = {role: [server.add(f"/{role}.gz", data)] for role, data in files.items()}
-        data = datasets.prepare("tiny", idx_declaration(files, urls), download_dir=tmp_path)
+        data = prepare("tiny", idx_declaration(files, urls), download_dir=tmp_path)
     assert len(data.x_test) == 12 and sorted(p.name for p in (tmp_path / "tiny").iterdir()) == sorted(files)
 
 
@@ -67,7 +69,7 @@ def test_bad_idx_input_is_named(tmp_path, edit, expected):
     edit(files, decl)
     decl["files"] = idx_declaration(files)["files"]  # checksums of the edited files
     with pytest.raises(ValueError, match=expected):
-        datasets.prepare("tiny", decl, files=write(tmp_path, files))
+        prepare("tiny", decl, files=write(tmp_path, files))
 
 
 def test_replaced_download_is_caught_before_it_is_read(tmp_path):
@@ -76,7 +78,7 @@ def test_replaced_download_is_caught_before_it_is_read(tmp_path):
     paths = write(tmp_path, files)
     paths["test_labels"].write_bytes(files["train_labels"])
     with pytest.raises(ValueError, match="test_labels: SHA-256 is"):
-        datasets.prepare("tiny", decl, files=paths)
+        prepare("tiny", decl, files=paths)
 
 
 def cifar_archive(tmp_path, labels_key="labels", classes=10, extra=None):
@@ -93,7 +95,7 @@ def cifar_archive(tmp_path, labels_key="labels", classes=10, extra=None):
 
 def test_cifar_batches_are_read_exactly(tmp_path):
     decl, archive, batches = cifar_archive(tmp_path)
-    data = datasets.prepare("c10", decl, files={"archive": archive})
+    data = prepare("c10", decl, files={"archive": archive})
     assert data.x_train.shape == (14, 3, 32, 32) and data.x_test.shape == (5, 3, 32, 32)
     first = batches["cifar-x/data_batch_1"]
     assert torch.equal(data.x_train[:7].reshape(7, -1), torch.from_numpy(first["data"]))  # channel-major, as stored
@@ -103,23 +105,23 @@ def test_cifar_batches_are_read_exactly(tmp_path):
 
 def test_cifar100_fine_labels(tmp_path):
     decl, archive, batches = cifar_archive(tmp_path, labels_key="fine_labels", classes=100)
-    data = datasets.prepare("c100", decl, files={"archive": archive})
+    data = prepare("c100", decl, files={"archive": archive})
     assert data.num_classes == 100 and data.y_test.tolist() == batches["cifar-x/test_batch"]["fine_labels"]
 
 
 def test_cifar_missing_batch_and_wrong_labels_key_are_named(tmp_path):
     decl, archive, _ = cifar_archive(tmp_path)
     with pytest.raises(ValueError, match="no member 'cifar-x/data_batch_3'"):
-        datasets.prepare("c10", {**decl, "train_batches": ["cifar-x/data_batch_3"]}, files={"archive": archive})
+        prepare("c10", {**decl, "train_batches": ["cifar-x/data_batch_3"]}, files={"archive": archive})
     with pytest.raises(ValueError, match="no 'fine_labels' entry"):
-        datasets.prepare("c10", {**decl, "labels_key": "fine_labels"}, files={"archive": archive})
+        prepare("c10", {**decl, "labels_key": "fine_labels"}, files={"archive": archive})
 
 
 def test_cifar_data_that_is_not_uint8_is_refused_not_cast(tmp_path):
     floats = pickle.dumps({"data": np.full((2, 3072), 0.5), "labels": [0, 1]}, protocol=2)
     decl, archive, _ = cifar_archive(tmp_path, extra={"cifar-x/floats": floats})
     with pytest.raises(ValueError, match="expected uint8 data and integer labels, got float64"):
-        datasets.prepare("c10", {**decl, "test_batches": ["cifar-x/floats"]}, files={"archive": archive})
+        prepare("c10", {**decl, "test_batches": ["cifar-x/floats"]}, files={"archive": archive})
 
 
 class Boom:
@@ -131,7 +133,7 @@ def test_cifar_pickle_cannot_run_code(tmp_path):
     evil = pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": [Boom()]}, protocol=2)
     decl, archive, _ = cifar_archive(tmp_path, extra={"cifar-x/evil": evil})
     with pytest.raises(ValueError, match=r"refusing to load (__builtin__|builtins)\.print"):
-        datasets.prepare("c10", {**decl, "test_batches": ["cifar-x/evil"]}, files={"archive": archive})
+        prepare("c10", {**decl, "test_batches": ["cifar-x/evil"]}, files={"archive": archive})
 
 
 def test_cifar_archive_served_with_an_escaping_member_is_refused(tmp_path):
@@ -140,7 +142,7 @@ def test_cifar_archive_served_with_an_escaping_member_is_refused(tmp_path):
     with Server() as server:
         decl["files"]["archive"]["urls"] = [server.add("/cifar.tar.gz", archive.read_bytes())]
         with pytest.raises(ValueError, match="'../../evil' would be written outside"):
-            datasets.prepare("c10", decl, download_dir=downloads)
+            prepare("c10", decl, download_dir=downloads)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == \
         ["archive", "downloads", "downloads/c10", "downloads/c10/archive"]  # downloaded, nothing unpacked
 
@@ -174,12 +176,12 @@ def imagefolder(root, **extra):
 
 def test_imagefolder_decoded_resized_and_labelled_by_sorted_folder(tmp_path):
     root = image_tree(tmp_path / "imagenet")
-    data = datasets.prepare("inet", imagefolder(root), workers=2)
+    data = prepare("inet", imagefolder(root), workers=2)
     assert data.x_train.shape == (4, 3, 12, 12) and data.x_train.dtype == torch.uint8
     assert data.y_train.tolist() == [0, 0, 1, 1]  # a_dog = 0, b_cat = 1
     expected = formats.load_image(root / "train" / "a_dog" / "img0.JPEG", 12)
     assert torch.equal(data.x_train[0], torch.from_numpy(expected))
-    again = datasets.prepare("inet", imagefolder(root), workers=1)
+    again = prepare("inet", imagefolder(root), workers=1)
     assert torch.equal(again.x_train, data.x_train)  # deterministic, whatever the number of workers
 
 
@@ -204,9 +206,9 @@ def test_resize_shorter_side_then_center_crop():
 def test_imagefolder_bad_image_fails_by_default_and_is_skipped_on_request(tmp_path):
     root = image_tree(tmp_path / "imagenet", broken="train/b_cat/broken.jpg")
     with pytest.raises(ValueError, match=r"broken\.jpg: cannot decode .*on_bad_image: skip"):
-        datasets.prepare("inet", imagefolder(root))
+        prepare("inet", imagefolder(root))
     with pytest.warns(UserWarning, match=r"skipping .*b_cat/broken\.jpg"):
-        data = datasets.prepare("inet", imagefolder(root, on_bad_image="skip"))
+        data = prepare("inet", imagefolder(root, on_bad_image="skip"))
     assert len(data.x_train) == 4
 
 
@@ -222,14 +224,14 @@ def test_bad_image_folders_are_named(tmp_path, setup, decl, expected):
     root = tmp_path / "missing"
     setup(root)
     with pytest.raises(ValueError, match=expected):
-        datasets.prepare("inet", imagefolder(root, **decl))
+        prepare("inet", imagefolder(root, **decl))
 
 
 def test_builtin_declarations_are_valid_and_the_formats_match_the_schema():
     schema = yaml.safe_load(SCHEMA.read_text())["properties"]["datasets"]["additionalProperties"]
     assert sorted(schema["properties"]["format"]["enum"]) == sorted(formats.READERS)
     for name, decl in datasets.BUILTIN.items():
-        checked = datasets._with_defaults(name, decl)  # raises on any schema problem
+        checked = _with_defaults(name, decl)  # raises on any schema problem
         assert set(checked.get("files", {})) == set(formats.READERS[decl["format"]][1]), name
 
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from layerprobe import models
-from layerprobe.units import FULLMODEL, inventory
+from layerprobe.models.units import FULLMODEL, inventory
 
 
 def test_fcn_units_as_in_the_paper():

@@ -1,4 +1,4 @@
-"""The fused operators of csrc/ against their PyTorch references in layerprobe/ops.py.
+"""The fused operators of csrc/ against their PyTorch references in layerprobe/probing/ops/reference.py.
 
 The extension is built once per test run (session fixture `library`), into a temporary folder,
 or loaded from the file LAYERPROBE_OPS_LIBRARY names (a library built beforehand, e.g. by
@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from layerprobe import engine, ops, probes, reference
-from layerprobe.seeds import derive_seed
+from layerprobe.config.resources import toolchain_missing
+from layerprobe.config.values import ops_mode
+from layerprobe.kinds import criticality, interpolate, reinit
+from layerprobe.probing import compose, engine, ops, reference
+from layerprobe.probing.noise import normal_noise, philox4x32_10, seeds_for
+from layerprobe.probing.ops import build
+from layerprobe.probing.ops import reference as unfused
+from layerprobe.probing.variants import Variant
+from layerprobe.base.seeds import derive_seed
 
 from conftest import REPO
 
@@ -37,10 +44,10 @@ def library(tmp_path_factory):
     if prebuilt:
         ops.load(prebuilt)  # fails (not skips) when the named file is missing: it was asked for
         return prebuilt
-    missing = ops.toolchain_missing()
+    missing = toolchain_missing()
     if missing:
         pytest.skip(f"the fused operators cannot be built here: {missing}")
-    path = ops.build(tmp_path_factory.mktemp("ops") / "layerprobe_ops.so")
+    path = build.build_ops(tmp_path_factory.mktemp("ops") / "layerprobe_ops.so")
     ops.load(path)
     return path
 
@@ -78,7 +85,7 @@ def test_philox_matches_the_published_known_answers():
              ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
               (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
     for counter, key, expected in cases:
-        assert tuple(int(v) for v in ops.philox4x32_10(*counter, *key)) == expected
+        assert tuple(int(v) for v in philox4x32_10(*counter, *key)) == expected
 
 
 def kernel_noise(seed, stream, rows, cols, dtype, device="cpu"):
@@ -92,7 +99,7 @@ def kernel_noise(seed, stream, rows, cols, dtype, device="cpu"):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_kernel_noise_is_the_reference_noise(device, dtype):
     for seed, stream, rows, cols in [(0, 0, 3, 1), (12345, 2, 7, 33), (2**40 + 7, 1, 64, 64), (9, 4, 300, 257)]:
-        expected = ops.normal_noise(seed, stream, rows, cols, dtype)
+        expected = normal_noise(seed, stream, rows, cols, dtype)
         actual = kernel_noise(seed, stream, rows, cols, dtype, device)
         if dtype == torch.float32:  # the float64 maths may differ in its last bits (libm, SLEEF, CUDA), not in float32
             assert torch.equal(actual, expected)
@@ -104,7 +111,7 @@ def test_kernel_noise_is_the_reference_noise(device, dtype):
 def test_noise_is_standard_normal_and_independent(library):
     n_rows, n_cols, k = 200, 250, 4  # 50,000 draws per k
     draws = ops.noisy_unit(torch.eye(n_cols, dtype=torch.float64), torch.zeros(n_rows, n_cols, dtype=torch.float64),
-                           None, torch.ones(k, dtype=torch.float64), ops.seeds_for(99, k)).flatten(1)
+                           None, torch.ones(k, dtype=torch.float64), seeds_for(99, k)).flatten(1)
     n = draws.shape[1]
     # mean ~ N(0, 1/n), variance ~ N(1, 2/n): 5 standard errors
     assert draws.mean(1).abs().max() < 5 / n**0.5
@@ -128,19 +135,19 @@ def test_same_seed_same_noise_other_seed_other_noise(library):
     assert not torch.isclose(a, kernel_noise(6, 0, 10, 11, torch.float32)).any()
     assert not torch.isclose(a, kernel_noise(5, 1, 10, 11, torch.float32)).any()  # another stream
     with pytest.raises(ValueError, match="seed must lie"):
-        ops.normal_noise(-1, 0, 2, 2)
+        normal_noise(-1, 0, 2, 2)
 
 
 def test_probe_noise_is_the_philox_noise():
     from layerprobe import models
-    from layerprobe.units import inventory
+    from layerprobe.models.units import inventory
     model = models.fcn((6,), 3, depth=1, width=5)
     units = inventory(model)
     final = model.state_dict()
-    variant = probes.Variant("criticality", "layer1", ("layer1",), ("checkpoint", 0), 77, 0.5, 0.1, 0)
-    noise = probes.noise(variant, units, final)
-    assert torch.equal(noise["layer1.linear.weight"], ops.normal_noise(77, 0, 5, 6, torch.float32))
-    assert torch.equal(noise["layer1.linear.bias"], ops.normal_noise(77, 1, 5, 1, torch.float32).view(5))
+    variant = Variant("criticality", "layer1", ("layer1",), ("checkpoint", 0), 77, 0.5, 0.1, 0)
+    noise = compose.noise(variant, units, final)
+    assert torch.equal(noise["layer1.linear.weight"], normal_noise(77, 0, 5, 6, torch.float32))
+    assert torch.equal(noise["layer1.linear.bias"], normal_noise(77, 1, 5, 1, torch.float32).view(5))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,21 +198,21 @@ def test_head_sizes_reach_several_whole_variant_tiles():
 @pytest.mark.parametrize("size", HEAD_SIZES, ids=lambda s: "x".join(map(str, s)))
 def test_head_eval_equals_reference(device, dtype, size):
     inputs = head_inputs(*size, dtype)
-    assert_head_equal(ops.head_eval(*on(device, *inputs)), ops.head_eval_reference(*inputs), dtype, device)
+    assert_head_equal(ops.head_eval(*on(device, *inputs)), unfused.head_eval_reference(*inputs), dtype, device)
     no_bias = (*inputs[:2], None, *inputs[3:])
-    assert_head_equal(ops.head_eval(*on(device, *no_bias)), ops.head_eval_reference(*no_bias), dtype, device)
+    assert_head_equal(ops.head_eval(*on(device, *no_bias)), unfused.head_eval_reference(*no_bias), dtype, device)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_head_eval_breaks_ties_like_argmax(device, dtype):
     hidden, weight, bias, labels, ref = head_inputs(4, 50, 7, 5, dtype, seed=1)
     tied = (hidden, torch.zeros_like(weight), torch.zeros_like(bias), labels, ref)  # all logits equal
-    assert_head_equal(ops.head_eval(*on(device, *tied)), ops.head_eval_reference(*tied), dtype)  # exactly: all 0
+    assert_head_equal(ops.head_eval(*on(device, *tied)), unfused.head_eval_reference(*tied), dtype)  # exactly: all 0
     assert ops.head_eval(*on(device, *tied))[0].tolist() == [int((labels == 0).sum())] * 4  # argmax picks class 0
     twins = weight.clone()
     twins[3], twins[5] = twins[1], twins[1]  # classes 1, 3 and 5 tie wherever class 1 wins
     partly = (hidden, twins, torch.zeros_like(bias), labels, ref)
-    assert_head_equal(ops.head_eval(*on(device, *partly)), ops.head_eval_reference(*partly), dtype, device)
+    assert_head_equal(ops.head_eval(*on(device, *partly)), unfused.head_eval_reference(*partly), dtype, device)
 
 
 def test_head_eval_rejects_bad_input(device):
@@ -214,7 +221,7 @@ def test_head_eval_rejects_bad_input(device):
         with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
             ops.head_eval(hidden, weight, bias, bad, ref)
         with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
-            ops.head_eval_reference(hidden, weight, bias, bad, ref)
+            unfused.head_eval_reference(hidden, weight, bias, bad, ref)
     with pytest.raises(ValueError, match="x has 3 features but weight expects 5"):
         ops.head_eval(hidden, torch.zeros(4, 5, device=device), None, labels, ref)
     with pytest.raises(ValueError, match=r"labels must have shape \(9\)"):
@@ -239,7 +246,7 @@ def test_interp_unit_equals_reference(device, dtype, b, i, o, k, activation):
     for biases in ((b0, b1), (None, None)):
         actual = ops.interp_unit(*on(device, x, w0, biases[0], w1, biases[1], alphas), activation)
         assert actual.shape == (k, b, o) and actual.device.type == device
-        torch.testing.assert_close(actual.cpu(), ops.interp_unit_reference(x, w0, biases[0], w1, biases[1], alphas,
+        torch.testing.assert_close(actual.cpu(), unfused.interp_unit_reference(x, w0, biases[0], w1, biases[1], alphas,
                                                                            activation), **tolerance(dtype, i))
     with pytest.raises(ValueError, match="activation must be 'none' or 'relu'"):
         ops.interp_unit(*on(device, x, w0, b0, w1, b1, alphas), "tanh")
@@ -257,11 +264,11 @@ def test_noisy_unit_equals_reference(device, dtype, b, i, o, k):
     for bias_ in (bias, None):
         actual = ops.noisy_unit(*on(device, x, w, bias_, sigmas, seeds), 3)
         assert actual.shape == (k, b, o) and actual.device.type == device
-        torch.testing.assert_close(actual.cpu(), ops.noisy_unit_reference(x, w, bias_, sigmas, seeds, 3),
+        torch.testing.assert_close(actual.cpu(), unfused.noisy_unit_reference(x, w, bias_, sigmas, seeds, 3),
                                    **tolerance(dtype, i))
     if device != "cpu":  # the engine passes the seeds from the host
         torch.testing.assert_close(ops.noisy_unit(*on(device, x, w, bias, sigmas), seeds, 3).cpu(),
-                                   ops.noisy_unit_reference(x, w, bias, sigmas, seeds, 3), **tolerance(dtype, i))
+                                   unfused.noisy_unit_reference(x, w, bias, sigmas, seeds, 3), **tolerance(dtype, i))
     with pytest.raises(ValueError, match=r"seeds must have shape \(%d\)" % k):
         ops.noisy_unit(*on(device, x, w, bias, sigmas, seeds[:0] if k else torch.zeros(1, dtype=torch.int64)), 0)
 
@@ -320,8 +327,8 @@ def test_engine_in_float32_with_ops_matches_within_one_prediction(counted):
     from test_engine import assert_same_rows, setting
     model, units, checkpoints, source, splits = setting("fcn", torch.float32)
     seeds = {(u.name, 0, 0, 0): derive_seed("f32", u.name) for u in units}
-    variants = (probes.reinit(units, [0, 1]) + probes.interpolate(units, [0.0, 0.5, 1.0])
-                + probes.criticality(units, [0.5], [0.1], seeds))
+    variants = (reinit.describe(units, [0, 1]) + interpolate.describe(units, [0.0, 0.5, 1.0])
+                + criticality.describe(units, [0.5], [0.1], seeds))
     off = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
     on = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu", ops=True)
     assert_same_rows(off, on, loss_rel=1e-4, error_slack=1 / 41)
@@ -332,7 +339,7 @@ def test_ops_must_be_loaded_for_the_engine(library):
     model, units, checkpoints, source, splits = setting("fcn")
     if not torch.cuda.is_available():  # asking for CUDA where there is none is named first
         with pytest.raises(RuntimeError, match="device 'cuda' asked for, but this machine has no CUDA device"):
-            engine.evaluate(model, units, probes.reinit(units, [0]), checkpoints[5], source, splits, "same_source",
+            engine.evaluate(model, units, reinit.describe(units, [0]), checkpoints[5], source, splits, "same_source",
                             device="cuda", ops=True)
     assert ops.resolve("off") is False and ops.resolve(True) is True and ops.resolve("on", device="cpu") is True
     assert ops.resolve("auto", device="cpu") is False  # on a CPU, auto keeps the (as fast) PyTorch path
@@ -341,10 +348,10 @@ def test_ops_must_be_loaded_for_the_engine(library):
 
 
 def test_mode_reads_yaml_booleans_and_names_the_choices():
-    assert [ops.mode(v) for v in ("auto", "on", "off", True, False)] == ["auto", "on", "off", "on", "off"]
+    assert [ops_mode(v) for v in ("auto", "on", "off", True, False)] == ["auto", "on", "off", "on", "off"]
     for bad in ("maybe", "ON", None, 1, 0):
         with pytest.raises(ValueError, match="engine.ops must be one of"):
-            ops.mode(bad)
+            ops_mode(bad)
 
 
 class Tanh(torch.nn.Linear):
@@ -371,7 +378,7 @@ def test_engine_runs_a_linear_subclass_by_its_own_forward(counted):
 
 def test_resolve_without_a_library(tmp_path):
     """In a fresh process (nothing loaded): auto falls back, on names the missing file and the rule."""
-    code = ("import sys; from layerprobe import ops\n"
+    code = ("import sys; from layerprobe.probing import ops\n"
             "assert ops.resolve('auto', sys.argv[1]) is False and ops.resolve('off') is False\n"
             "try:\n    ops.resolve('on', sys.argv[1])\nexcept ops.OpsUnavailable as err:\n    print(err)\n")
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.so")], capture_output=True,
@@ -386,8 +393,8 @@ def test_resolve_without_a_library(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 def test_arch_list_from_torchs_own_architectures():
-    assert ops.arch_list(["sm_80", "sm_90", "sm_90a", "compute_90", "sm_100", "sm_120"]) == "8.0;9.0;9.0a;10.0;12.0"
-    assert ops.arch_list(["compute_90"]) == ops.arch_list([]) == ops.FALLBACK_ARCHS == "8.0;9.0"
+    assert build.arch_list(["sm_80", "sm_90", "sm_90a", "compute_90", "sm_100", "sm_120"]) == "8.0;9.0;9.0a;10.0;12.0"
+    assert build.arch_list(["compute_90"]) == build.arch_list([]) == build.FALLBACK_ARCHS == "8.0;9.0"
 
 
 def fake_build(monkeypatch, tmp_path, *, cuda_version, gpus, arch_env=None):
@@ -407,8 +414,8 @@ def fake_build(monkeypatch, tmp_path, *, cuda_version, gpus, arch_env=None):
         monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
     else:
         monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", arch_env)
-    monkeypatch.setattr(ops, "_register_fakes", lambda: None)
-    assert ops.build(tmp_path / "out.so", cuda=cuda_version is not None).is_file()
+    monkeypatch.setattr(build, "register_fakes", lambda: None)
+    assert build.build_ops(tmp_path / "out.so", cuda=cuda_version is not None).is_file()
     return seen
 
 
@@ -452,7 +459,7 @@ def test_workflow_builds_once_and_a_kernel_edit_reruns_build_and_probes(library,
         else:
             shutil.copy(REPO / name, tree / name)
     (tree / "schemas").mkdir()
-    shutil.copy(REPO / "layerprobe" / "config.schema.yaml", tree / "schemas" / "config.schema.yaml")
+    shutil.copy(REPO / "layerprobe" / "config" / "schema.yaml", tree / "schemas" / "config.schema.yaml")
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     config["runs"] = config["runs"][:1]
     config["probes"] = {"rerandomize": {"enabled": False}, "interpolate": {"alphas": 3},

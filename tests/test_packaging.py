@@ -4,7 +4,7 @@ import tomllib
 
 import yaml
 
-from layerprobe import tables
+from layerprobe.results import tables
 
 from conftest import REPO
 

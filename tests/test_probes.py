@@ -4,12 +4,15 @@ import copy
 import pytest
 import torch
 
-from layerprobe import models, probes, reference, study
-from layerprobe.config import model_factory, run_columns, validate
-from layerprobe.metrics import classify
-from layerprobe.units import FULLMODEL, inventory
+from layerprobe import models, study
+from layerprobe.base.metrics import classify
+from layerprobe.config import validate
+from layerprobe.kinds import reinit
+from layerprobe.models.units import FULLMODEL, inventory
+from layerprobe.probing import compose, reference
+from layerprobe.study import run_columns
 
-from conftest import SCHEMA, tiny_run
+from conftest import SCHEMA, model_factory, tiny_run
 
 CONFIG = validate({"runs": [{"name": "r", "dataset": "digits", "model": {"name": "fcn"}, "checkpoints": [1]}],
                    "probes": {"rerandomize": {"draws": 3, "seed": 5}, "interpolate": {"enabled": False},
@@ -112,16 +115,16 @@ def test_bn_stats_policy(digits):
     torch.manual_seed(0)
     final = {k: v + torch.rand_like(v.float()).to(v.dtype) for k, v in model.state_dict().items()}
     source = model.state_dict()
-    variant = probes.reinit(units, [0])[0]
+    variant = reinit.describe(units, [0])[0]
     assert variant.label == "stage1.block1"
-    same = probes.compose(variant, units, final, source, "same_source")
-    kept = probes.compose(variant, units, final, source, "trained")
+    same = compose.compose(variant, units, final, source, "same_source")
+    kept = compose.compose(variant, units, final, source, "trained")
     key = "stage1.block1.bn.running_mean"
     assert torch.equal(same[key], source[key]) and torch.equal(kept[key], final[key])
     assert torch.equal(kept["stage1.block1.bn.weight"], source["stage1.block1.bn.weight"])
     assert torch.equal(same["fc1.linear.weight"], final["fc1.linear.weight"])
     with pytest.raises(ValueError, match="bn_stats"):
-        probes.compose(variant, units, final, source, "fresh")
+        compose.compose(variant, units, final, source, "fresh")
     rows = reference.evaluate(model, units, [variant], final, lambda key: source, {"test": digits.split("test")}, "trained")
     assert rows[0]["bn_stats"] == "trained" and 0 <= rows[0]["error"] <= 1
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from layerprobe import augment, recipes
+from layerprobe.config import recipes
+from layerprobe.training import augment
 from layerprobe.config import ConfigError, validate
 
 from conftest import SCHEMA

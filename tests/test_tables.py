@@ -4,11 +4,16 @@ import math
 import pandas as pd
 import pytest
 
-from layerprobe import tables
+from layerprobe import aggregate
+from layerprobe.kinds import criticality
+from layerprobe.results import tables
+from layerprobe.results.categories import categorize
+
+CATEGORY_LIMITS = {"robust_max_increase": 0.02, "critical_fraction": 0.5}
 
 
 def test_categorize_thresholds():
-    cat = lambda e: tables.categorize(e, final_error=0.1, chance_error=0.9, robust_max_increase=0.02,  # noqa: E731
+    cat = lambda e: categorize(e, final_error=0.1, chance_error=0.9, robust_max_increase=0.02,  # noqa: E731
                                       critical_fraction=0.5)
     assert cat(0.11) == "robust" and cat(0.12) == "robust"
     assert cat(0.13) == "intermediate" and cat(0.49) == "intermediate"
@@ -41,10 +46,10 @@ def test_summarize_units(tmp_path):
     # Round-trip through CSV first: the summary must work on what the workflow reads back.
     for name, df in (("r", robustness), ("d", dist), ("i", inventory)):
         tables.write_csv(df, tmp_path / f"{name}.csv")
-    units = tables.summarize_units(tables.read_csv(tmp_path / "i.csv", tables.INVENTORY),
-                                   tables.read_csv(tmp_path / "r.csv", tables.ROBUSTNESS),
-                                   tables.read_csv(tmp_path / "d.csv", tables.DISTANCES), 0.02, 0.5)
-    assert list(units.columns) == tables.UNITS
+    units = aggregate.summarize_units(tables.read_csv(tmp_path / "i.csv", tables.INVENTORY),
+                                      tables.read_csv(tmp_path / "r.csv", tables.ROBUSTNESS),
+                                      tables.read_csv(tmp_path / "d.csv", tables.DISTANCES), CATEGORY_LIMITS)
+    assert list(units.columns) == aggregate.units_columns()
     a, b = units.iloc[0], units.iloc[1]
     assert a["final_test_error"] == 0.1 and a["chance_error"] == pytest.approx(0.9)
     assert a["reinit_test_error"] == 0.6 and a["reinit_train_error"] == 0.3
@@ -92,8 +97,8 @@ def criticality_inputs():
 def test_criticality_grid_relative_tolerance(tmp_path):
     robustness, dist, run = criticality_inputs()
     tables.write_csv(robustness, tmp_path / "r.csv")  # what aggregate reads back
-    grid = tables.criticality(tables.read_csv(tmp_path / "r.csv", tables.ROBUSTNESS), dist)
-    assert list(grid.columns) == tables.CRITICALITY and len(grid) == 8
+    grid = criticality.grade(tables.read_csv(tmp_path / "r.csv", tables.ROBUSTNESS), dist)
+    assert list(grid.columns) == criticality.COLUMNS and len(grid) == 8
     a = grid[grid.unit == "a"].set_index(["alpha", "sigma"])
     assert a.loc[(0.5, 0.5), "mean_loss"] == pytest.approx(1.01) and a.loc[(0.5, 0.5), "samples"] == 2
     assert a.loc[(0.5, 0.5), "threshold"] == pytest.approx(1.01) and a["feasible"].tolist() == [True, True, False, False]
@@ -104,14 +109,14 @@ def test_criticality_grid_relative_tolerance(tmp_path):
 
     inventory = tables.frame([{"unit": u, "index": i, "n_params": 4, "params": f"{u}.w", "rule": "unit chain",
                                "num_classes": 10} for i, u in enumerate("ab")], tables.INVENTORY, run)
-    units = tables.summarize_units(inventory, robustness, dist, 0.02, 0.5, grid).set_index("unit")
+    units = aggregate.summarize_units(inventory, robustness, dist, CATEGORY_LIMITS, own={"criticality": grid}).set_index("unit")
     assert units.loc["a", "criticality"] == pytest.approx(9.0) and units.loc["a", "criticality_alpha"] == 0.5
     assert math.isinf(units.loc["b", "criticality"]) and math.isinf(units.loc["a", "network_criticality"])
 
 
 def test_criticality_grid_absolute_tolerance_on_error():
     robustness, dist, _ = criticality_inputs()
-    grid = tables.criticality(robustness, dist, measure="error", tolerance="absolute", value=0.13)
+    grid = criticality.grade(robustness, dist, measure="error", tolerance="absolute", value=0.13)
     assert (grid["threshold"] == 0.13).all()
     feasible = grid[grid["feasible"]]
     assert set(zip(feasible.unit, feasible.alpha, feasible.sigma)) == {("a", 0.5, 0.5), ("a", 1.0, 0.5),

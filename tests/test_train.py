@@ -12,11 +12,13 @@ import time
 import pytest
 import torch
 
-from layerprobe import checkpoints, datasets, recipes, train
-from layerprobe.config import model_factory
+from layerprobe.config import checkpoint_epochs, recipes
+from layerprobe.data import dataset
 from layerprobe.models import fresh_state
+from layerprobe.training import checkpoints
+from layerprobe.training import loop as train
 
-from conftest import REPO, tiny_run
+from conftest import REPO, model_factory, tiny_run
 
 
 def test_checkpoints_include_initialization_and_final_epoch(trained):
@@ -92,9 +94,9 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def test_checkpoint_epochs_validation():
-    assert train.checkpoint_epochs([3, 1], 5) == [0, 1, 3, 5]
+    assert checkpoint_epochs([3, 1], 5) == [0, 1, 3, 5]
     with pytest.raises(ValueError, match=r"\[7\] lie outside 0..5"):
-        train.checkpoint_epochs([7], 5)
+        checkpoint_epochs([7], 5)
 
 
 def test_retraining_replaces_an_earlier_training_wholesale(tmp_path, digits):
@@ -112,13 +114,15 @@ def test_retraining_replaces_an_earlier_training_wholesale(tmp_path, digits):
 CHILD = r"""
 import sys, time
 import torch
-from layerprobe import augment, checkpoints, datasets, train
-from layerprobe.config import model_factory
+from layerprobe import models
+from layerprobe.data import dataset
+from layerprobe.training import augment, checkpoints
+from layerprobe.training import loop as train
 
 folder, marker, stop_at, where, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 run = {recipe}
 torch.set_num_threads(1)
-data = datasets.load(data)  # the parent's very tensors (the workflow's data file)
+data = dataset.load(data)  # the parent's very tensors (the workflow's data file)
 
 def hang():
     open(marker, "w").close()
@@ -139,7 +143,7 @@ else:  # hang after epoch stop_at's resume state, before its checkpoint file
             hang()
         return save(directory, epoch, *args, **kwargs)
     checkpoints.save = slow
-train.train(model_factory(run, data), data, run["train"], run["seed"], folder, run["checkpoints"], progress=False)
+train.train(models.factory(run["model"], data.input_shape, data.num_classes), data, run["train"], run["seed"], folder, run["checkpoints"], progress=False)
 """
 
 
@@ -153,7 +157,7 @@ def augmented_run(**train_settings) -> dict:
 
 def killed_then_resumed(tmp_path, digits, run, stop_at, where):
     folder, marker, data = tmp_path / "resumed", tmp_path / "marker", tmp_path / "digits.pt"
-    datasets.save(digits, data)
+    dataset.save(digits, data)
     script = CHILD.format(recipe=repr(run))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     child = subprocess.Popen([sys.executable, "-c", script, str(folder), str(marker), str(stop_at), where, str(data)],

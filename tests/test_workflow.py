@@ -15,7 +15,10 @@ import pytest
 import torch
 import yaml
 
-from layerprobe import tables
+from layerprobe import aggregate
+from layerprobe.kinds import criticality
+from layerprobe.results import tables
+from layerprobe.results.categories import CATEGORIES
 
 from conftest import REPO
 
@@ -60,9 +63,9 @@ def test_tables_are_complete(workflow):
     final = fcn[(fcn.probe == "reinit") & (fcn.checkpoint == 3) & (fcn.split == "test")]
     assert final["error"].nunique() == 1 and (final["agreement"] == 1).all()
 
-    units = tables.read_csv(workflow / "results/tables/units.csv", tables.UNITS)
+    units = tables.read_csv(workflow / "results/tables/units.csv", aggregate.units_columns())
     assert units["unit"].tolist() == ["layer1", "layer2", "stage1.block1", "fc1", "final_linear"]
-    assert set(units["category"]) <= set(tables.CATEGORIES)
+    assert set(units["category"]) <= set(CATEGORIES)
     dist = tables.read_csv(workflow / "results/tables/distances.csv", tables.DISTANCES)
     assert len(dist[dist.run == "vgg"]) == 3 * (3 + 2)  # units x (checkpoints + draws)
 
@@ -80,9 +83,9 @@ def test_new_probe_kinds_are_in_the_tables(workflow):
     assert {"both", "up to layer1", "up to layer2", "from layer1", "from layer2"} <= set(joint["unit"])
     assert set(joint.loc[joint.unit == "both", "members"]) == {"layer1 layer2"}
 
-    grid = tables.read_csv(workflow / "results/tables/criticality.csv", tables.CRITICALITY)
+    grid = tables.read_csv(workflow / "results/tables/criticality.csv", criticality.COLUMNS)
     assert len(grid[grid.run == "fcn"]) == 2 * 3 * 2 and (grid["samples"] == 2).all()
-    units = tables.read_csv(workflow / "results/tables/units.csv", tables.UNITS)
+    units = tables.read_csv(workflow / "results/tables/units.csv", aggregate.units_columns())
     chosen = grid[grid["chosen"].astype(str) == "True"]
     assert set(chosen["unit"]) <= set(units["unit"]) and units["network_criticality"].notna().all()
 

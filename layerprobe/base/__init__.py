@@ -1,0 +1,1 @@
+"""What every stage shares: whole-or-nothing files, recorded seeds, the device, the plain metrics."""

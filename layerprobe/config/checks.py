@@ -1,0 +1,111 @@
+"""A whole config validated: schema and defaults, then what a schema cannot say (the cross-checks).
+
+Errors name the key (e.g. `runs[0].train.lr`) and what is allowed, and are raised before any work.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from layerprobe.config import datasets, recipes
+from layerprobe.config.schema import SCHEMA, ConfigError, coerce_strings, load_schema, probe_kinds, problems
+from layerprobe.config.values import checkpoint_epochs
+
+SPLITS = ("test", "train")  # the splits of every dataset the workflow prepares
+
+
+def validate(config: dict, schema_path: str | Path = SCHEMA, *, given: dict | None = None) -> dict:
+    """A validated copy of `config` with every default filled in; ConfigError lists what is wrong.
+
+    `given`: the values set on the command line (Snakemake's --config), whose strings are read by
+    the types the schema wants (schema.coerce_strings).
+    """
+    config = copy.deepcopy(config)
+    schema = load_schema(schema_path)
+    if given:
+        coerce_strings(schema, config, given)
+    if isinstance(config.get("datasets") or {}, dict):  # anything else is left for the schema to name
+        config["datasets"] = datasets.declarations(config.get("datasets"))
+    messages = problems(schema, config)
+    if not messages:
+        messages = _cross_checks(config, probe_kinds(schema))
+    if messages:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages))
+    return config
+
+
+def load(path: str | Path, schema_path: str | Path = SCHEMA) -> dict:
+    return validate(yaml.safe_load(Path(path).read_text()) or {}, schema_path)
+
+
+def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
+    """Unique run names, recipes that resolve, epochs within each run's training length, probe settings
+    that fit together. Resolves every run's `train` to its recipe's full settings (recipes) in place."""
+    messages, seen = _dataset_checks(config), set()
+    probes = config["probes"]
+    if not any(probes[kind]["enabled"] for kind in kinds):
+        messages.append(f"probes: every probe is disabled; enable one of {', '.join(f'probes.{k}' for k in kinds)}")
+    unknown = [s for s in [*probes["splits"], probes["criticality"]["split"]] if s not in SPLITS]
+    if unknown:
+        messages.append(f"probes: unknown split(s) {unknown}; the datasets have {list(SPLITS)}")
+    joint = probes["joint"]
+    if joint["enabled"] and joint["robust"] and not (probes["reinit"]["enabled"] and "test" in probes["splits"]):
+        messages.append(
+            "probes.joint.robust: the robust set comes from re-initialization on the test split; "
+            "enable probes.reinit and list 'test' in probes.splits, or set probes.joint.robust: false"
+        )
+    for name in config["recipes"]:  # every declared recipe resolves, used or not
+        messages += recipes.problems({"recipe": name}, config["recipes"], f"recipes.{name}")[1]
+    for i, run in enumerate(config["runs"]):
+        if run["name"] in seen:
+            messages.append(f"runs[{i}].name: run name {run['name']!r} is used twice")
+        seen.add(run["name"])
+        # A run's train becomes its recipe's full settings with the run's overrides (and the recipe's name).
+        settings, problems_ = recipes.problems(run["train"], config["recipes"], f"runs[{i}].train")
+        messages += [p for p in problems_ if p not in messages]
+        if settings is None:
+            continue
+        run["train"] = settings
+        epochs = settings["epochs"]
+        try:
+            checkpoint_epochs(run["checkpoints"], epochs)
+        except ValueError as err:
+            messages.append(f"runs[{i}].checkpoints: {err}")
+        if joint["enabled"] and joint["checkpoints"] is not None:
+            missing = sorted(set(joint["checkpoints"]) - set(checkpoint_epochs(run["checkpoints"], epochs)))
+            if missing:
+                messages.append(
+                    f"probes.joint.checkpoints: run {run['name']!r} has no checkpoint at epoch(s) {missing}"
+                )
+    return messages
+
+
+def _dataset_checks(config: dict) -> list[str]:
+    """Every run's dataset is declared; normalizations match; a used folder dataset has its folder."""
+    messages, declared = [], config["datasets"]
+    for name, decl in declared.items():
+        norm = decl.get("normalization")
+        if norm and len(norm["mean"]) != len(norm["std"]):
+            messages.append(f"datasets.{name}.normalization: {len(norm['mean'])} means but {len(norm['std'])} stds")
+    for i, run in enumerate(config["runs"]):
+        name = run["dataset"]
+        if name not in declared:
+            messages.append(
+                f"runs[{i}].dataset: {name!r} is not a declared dataset; declared: {', '.join(sorted(declared))}"
+            )
+            continue
+        decl = declared[name]
+        if decl["format"] == "imagefolder":
+            # Checked here, before any job: the data rule would otherwise fail only after the others ran.
+            if decl["root"] is None:
+                messages.append(
+                    f"datasets.{name}.root: run {run['name']!r} uses {name}, which is read from a local "
+                    f"folder; set datasets.{name}.root to the folder holding "
+                    f"{decl['train_dir']}/ and {decl['test_dir']}/"
+                )
+            elif not Path(decl["root"]).expanduser().is_dir():
+                messages.append(f"datasets.{name}.root: {decl['root']} is not a folder")
+    return messages

@@ -1,0 +1,50 @@
+"""Dataset declarations: the built-ins (datasets.yaml beside this file) with a config's entries laid over them.
+
+A dataset is declared, not coded: a `format` (a reader in layerprobe.data.formats), its files with
+mirrors and SHA-256, `num_classes` and optionally a `normalization`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from layerprobe.config.merge import merged
+
+BUILTIN_FILE = Path(__file__).with_name("datasets.yaml")
+BUILTIN: dict[str, dict] = yaml.safe_load(BUILTIN_FILE.read_text())
+
+
+def declarations(user: dict | None) -> dict[str, dict]:
+    """The built-in declarations with a config's `datasets` entries merged over them.
+
+    An entry with a built-in's name and the same (or no) `format` overrides just the keys it gives,
+    nested ones too (e.g. one file's `urls`); one with another format replaces the built-in; any
+    other name is taken as it is (the schema then checks that it is complete).
+    """
+    out = copy.deepcopy(BUILTIN)
+    for name, entry in (user or {}).items():
+        base = out.get(name)
+        if isinstance(entry, dict) and base is not None and entry.get("format", base["format"]) == base["format"]:
+            out[name] = merged(base, entry)
+        else:
+            out[name] = copy.deepcopy(entry)
+    return out
+
+
+def file_roles(declaration: dict) -> list[str]:
+    """The roles of a declaration's downloaded files (e.g. train_images), in declaration order."""
+    return list(declaration.get("files") or {})
+
+
+def job_settings(declaration: dict) -> dict:
+    """What shapes a prepared dataset: the declaration with each file reduced to its SHA-256.
+
+    Mirrors do not change the bytes a checksum admits, so editing URLs reruns nothing.
+    """
+    settings = copy.deepcopy(declaration)
+    if "files" in settings:
+        settings["files"] = {role: entry["sha256"].lower() for role, entry in settings["files"].items()}
+    return settings

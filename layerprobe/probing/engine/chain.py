@@ -1,0 +1,143 @@
+"""The chain path: one walk of the units per batch, prefixes shared, reset units batched, the suffix folded."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from layerprobe.models.chain import UnitChain
+from layerprobe.models.units import State, Unit
+from layerprobe.probing import compose
+from layerprobe.probing import ops as lp_ops
+from layerprobe.probing.engine.fused import fused_head, fused_interpolation, fused_weight
+from layerprobe.probing.engine.plan import Plan
+from layerprobe.probing.engine.stacking import batched_layer, in_place, linear_split, local, run_stacked, stack_entries
+from layerprobe.probing.engine.tally import agree, count, tally
+from layerprobe.probing.variants import Variant
+
+
+def chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dict, variants: list[Variant],
+                 plan: Plan, x: torch.Tensor, y: torch.Tensor, split: str, tallies: dict, bn_stats: str) -> None:
+    unit_state = {u.name: local(final, u.name) for u in units}
+    modules = {u.name: model.get_submodule(u.name) for u in units}
+
+    def shared(u: Unit, h: torch.Tensor) -> torch.Tensor:
+        return functional_call(modules[u.name], unit_state[u.name], (h,))
+
+    def folded_call(u: Unit, z: torch.Tensor) -> torch.Tensor:
+        """A shared unit on the folded rows, which are the walk's own: its ReLUs may work in place."""
+        module = modules[u.name]
+        if not isinstance(module, nn.Sequential):
+            return shared(u, z)
+        for name, child in module.named_children():
+            z = torch.relu_(z) if in_place(child, z) else functional_call(child, local(unit_state[u.name], name), (z,))
+        return z
+
+    last = units[-1]
+    head = fused_head(modules[last.name], unit_state[last.name]) if plan.ops else None
+    reference = None  # the final model's predictions, needed up front by the fused head
+    h, pending = x, []
+    for u in units:
+        for chunk_ids in plan.groups.get(u.index, []):
+            chunk = [variants[i] for i in chunk_ids]
+            skip = fused_weight(u, modules[u.name]) if plan.ops and chunk[0].alpha is not None else ()
+            noise = [compose.noise(v, units, final, skip) for v in chunk] if chunk[0].noisy else None
+            first = first_unit(u, modules[u.name], unit_state[u.name], chunk, final, sources, bn_stats, noise,
+                                plan.ops)
+            later = [(after, stack_entries(after, chunk, final, sources, bn_stats, noise)
+                      if after.name in chunk[0].units else None) for after in units[u.index + 1:]]
+            head_fused = head is not None and u is not last and later[-1][1] is None
+            if head_fused and reference is None:  # one forward of the final model per batch
+                reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
+            step, predictions = plan.slices[tuple(chunk_ids)], []
+            for s in range(0, len(h), step):
+                z, folded = first(h[s:s + step]), False
+                k, b = z.shape[:2]
+                for after, stacked in later:
+                    if head_fused and after is last:  # logits reduced tile by tile inside the operator
+                        pre, weight, bias = head
+                        hidden = pre(z if folded else z.flatten(0, 1))
+                        counts = lp_ops.head_eval(hidden.reshape(k, b, -1), weight, bias, y[s:s + step],
+                                                  reference[s:s + step])
+                        count(*counts, chunk_ids, b, split, tallies)
+                        z = None
+                        break
+                    if stacked is not None:  # reset in this chunk too: per-variant entries
+                        z = z.unflatten(0, (k, b)) if folded else z
+                        z, folded = run_stacked(modules[after.name], unit_state[after.name],
+                                                 local(stacked, after.name), z, True), False
+                    else:  # shared weights: the K variants folded into the batch, one call
+                        z, folded = folded_call(after, z if folded else z.flatten(0, 1)), True
+                if z is not None:
+                    logits = z.unflatten(0, (k, b)) if folded else z
+                    predictions.append(tally(logits, y[s:s + step], chunk_ids, split, tallies))
+            if predictions:
+                pending.append((torch.cat(predictions, dim=1), chunk_ids))
+        h = shared(u, h)
+    # The walk ends with the final model's logits: agreement is counted without a forward of its own.
+    reference = h.argmax(dim=1)
+    for pred, chunk_ids in pending:
+        agree(pred, reference, chunk_ids, split, tallies)
+
+
+def first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant], final: State, sources: dict,
+                bn_stats: str, noise: list[dict] | None, ops: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function giving the chunk's K outputs (K, B, ...) of its first reset unit on a shared input.
+
+    Its entries are prepared once. When the unit opens with a linear or conv layer, that layer runs
+    once for all K variants: a batched GEMM on the shared input (Linear) or one dense conv with
+    their weights concatenated along the output channels; an α grid needs only its start and
+    final weights, mixed afterwards as z_start + α·(z_final − z_start). With `ops`, an α grid's
+    Linear layer is the fused interp_unit (and a following ReLU runs inside it when there is no
+    noise), and its weight noise comes from noisy_unit, drawn in the kernel.
+    """
+    layers = linear_split(module)
+    if layers is None:
+        stacked = local(stack_entries(unit, chunk, final, sources, bn_stats, noise), unit.name)
+        return lambda h: run_stacked(module, state, stacked, h, False)
+    pre, (name, layer), rest = layers
+
+    def stacked_of(child: str, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The chunk's reset entries of one child layer, stacked, by the names the child knows."""
+        prefix = f"{unit.name}.{child}"
+        keys = tuple(f"{prefix}.{k}" for k, _ in [*module.named_parameters(), *module.named_buffers()])
+        return local(stack_entries(unit, chunk, final, sources, bn_stats, noise, keys), prefix)
+
+    if chunk[0].alpha is None:
+        run_layer = batched_layer(layer, stacked_of(name, layer))
+    elif ops and type(layer) is nn.Linear:  # exactly: a subclass may have its own forward
+        run_layer, rest = fused_interpolation(unit, name, sources[chunk[0].source], state, chunk, noise, rest)
+    else:
+        # One source for the chunk (the plan groups interpolations by it): start and final, then mix.
+        start, trained = local(sources[chunk[0].source], f"{unit.name}.{name}"), local(state, name)
+        ends = batched_layer(layer, {k: torch.stack([start[k], trained[k]]) for k in trained})
+        device, dtype = trained["weight"].device, trained["weight"].dtype
+        alphas = torch.tensor([v.alpha for v in chunk], dtype=dtype, device=device)
+        sigmas = torch.tensor([v.sigma or 0.0 for v in chunk], dtype=dtype, device=device)
+        perturb = batched_layer(layer, {k: torch.stack([e[f"{unit.name}.{name}.{k}"] for e in noise]).to(device)
+                                         for k in trained}) if noise is not None else None
+
+        def run_layer(a: torch.Tensor) -> torch.Tensor:
+            z = ends(a)
+            shape = (-1, *[1] * (z.dim() - 1))
+            z = torch.addcmul(z[:1], alphas.view(shape), z[1:] - z[:1])
+            return z if perturb is None else z.add_(sigmas.view(shape) * perturb(a))
+
+    rest_entries = [(child, local(state, child_name), stacked_of(child_name, child)) for child_name, child in rest]
+
+    def run(h: torch.Tensor) -> torch.Tensor:
+        z = run_layer(pre(h))
+        k, b = z.shape[:2]
+        for child, own, stacked in rest_entries:
+            if stacked:
+                z = run_stacked(child, own, stacked, z, True)
+            else:
+                z = z.flatten(0, 1)
+                z = torch.relu_(z) if in_place(child, z) else functional_call(child, own, (z,))
+                z = z.unflatten(0, (k, b))
+        return z
+
+    return run

@@ -1,0 +1,1 @@
+"""Training with checkpoints: the loop (resumable after a kill), device-side augmentation, checkpoint files."""
