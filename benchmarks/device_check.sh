@@ -85,8 +85,9 @@ fi
 rm -f "$LIBRARY"
 if ! step build 140 "$OUT/build.txt" "$PY" -c "
 import sys
-from layerprobe import ops
-path = ops.build(sys.argv[1], cuda=True, verbose=True)
+from layerprobe.probing import ops
+from layerprobe.probing.ops import build
+path = build.build_ops(sys.argv[1], cuda=True, verbose=True)
 ops.load(path)
 assert ops.has_device('cuda'), 'the library was built without CUDA kernels'
 print('built with CUDA kernels:', path)" "$LIBRARY"; then

@@ -44,6 +44,7 @@ kernel's high-water mark); max_error_diff = max |engine error − loop error| ov
 0: equal errors mean equally many correct predictions). `--json PATH` writes these fields per case,
 null where not measured. The exit status is 1 when an error differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,10 +60,10 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,8 +81,19 @@ from layerprobe.probing.variants import Variant  # noqa: E402
 from layerprobe.probing.variants import row as result_row  # noqa: E402
 
 BATCH = 1000  # inputs per batch for the loop and vmap
-FIELDS = ("case", "variants", "engine_s", "ops_s", "loop_s", "vmap_s", "floor_s", "speedup_vs_loop", "speedup_vs_vmap",
-          "peak_mb", "max_error_diff")
+FIELDS = (
+    "case",
+    "variants",
+    "engine_s",
+    "ops_s",
+    "loop_s",
+    "vmap_s",
+    "floor_s",
+    "speedup_vs_loop",
+    "speedup_vs_vmap",
+    "peak_mb",
+    "max_error_diff",
+)
 MEASURED = ("error", "loss", "agreement", "n")  # a row's other keys identify its variant and split
 
 
@@ -89,13 +101,14 @@ MEASURED = ("error", "loss", "agreement", "n")  # a row's other keys identify it
 # Cases
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Case:
     name: str
     model: nn.Module
     units: list[Unit]
     variants: list[Variant]
-    checkpoints: list[dict[str, torch.Tensor]]   # ("checkpoint", τ) → checkpoints[τ]; the last is final
+    checkpoints: list[dict[str, torch.Tensor]]  # ("checkpoint", τ) → checkpoints[τ]; the last is final
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     input_shape: tuple[int, ...]
     bn_stats: str = "same_source"
@@ -126,12 +139,21 @@ def trajectory(factory: Callable[[], nn.Module], count: int, seed: int = 0) -> l
         elif key.endswith("running_var"):
             value.uniform_(0.5, 1.5, generator=generator)
     steps = [k / (count - 1) for k in range(count)] if count > 1 else [1.0]
-    return [{k: start[k].lerp(end[k], t) if start[k].is_floating_point() else end[k].clone() for k in end}
-            for t in steps]
+    return [
+        {k: start[k].lerp(end[k], t) if start[k].is_floating_point() else end[k].clone() for k in end} for t in steps
+    ]
 
 
-def build(name: str, factory: Callable[[], nn.Module], input_shape: tuple[int, ...], n: int, count: int,
-          variants: Callable[[list[Unit]], list[Variant]], device: torch.device, seed: int = 0) -> Case:
+def build(
+    name: str,
+    factory: Callable[[], nn.Module],
+    input_shape: tuple[int, ...],
+    n: int,
+    count: int,
+    variants: Callable[[list[Unit]], list[Variant]],
+    device: torch.device,
+    seed: int = 0,
+) -> Case:
     """Checkpoints, N random inputs with labels from the final model (10% random), the variants."""
     model = factory().eval()
     units = inventory(model)
@@ -143,8 +165,15 @@ def build(name: str, factory: Callable[[], nn.Module], input_shape: tuple[int, .
     noisy = torch.rand(n, generator=generator) < 0.1
     y[noisy] = torch.randint(0, 10, (int(noisy.sum()),), generator=generator)
     on = lambda state: {k: v.to(device) for k, v in state.items()}  # noqa: E731
-    return Case(name, model.to(device), units, [v for v in variants(units) if v.label != FULLMODEL],
-                [on(c) for c in checkpoints], {"test": (x.to(device), y.to(device))}, tuple(input_shape))
+    return Case(
+        name,
+        model.to(device),
+        units,
+        [v for v in variants(units) if v.label != FULLMODEL],
+        [on(c) for c in checkpoints],
+        {"test": (x.to(device), y.to(device))},
+        tuple(input_shape),
+    )
 
 
 def fcn_factory(width: int, depth: int = 5) -> Callable[[], nn.Module]:
@@ -157,21 +186,42 @@ def vgg_factory(size: int = 32) -> Callable[[], nn.Module]:
 
 def case_a(n: int, checkpoints: int, width: int = 1024, depth: int = 5, device="cpu") -> Case:
     """FCN, every unit reset to every checkpoint."""
-    return build("a", fcn_factory(width, depth), (784,), n, checkpoints,
-                 lambda units: reinit.describe(units, list(range(checkpoints))), torch.device(device))
+    return build(
+        "a",
+        fcn_factory(width, depth),
+        (784,),
+        n,
+        checkpoints,
+        lambda units: reinit.describe(units, list(range(checkpoints))),
+        torch.device(device),
+    )
 
 
 def case_b(n: int, grid: int, width: int = 1024, depth: int = 5, device="cpu") -> Case:
     """FCN, every unit interpolated from checkpoint 0 to the final state on an α grid."""
     alphas = [k / (grid - 1) for k in range(grid)]
-    return build("b", fcn_factory(width, depth), (784,), n, 2,
-                 lambda units: interpolate.describe(units, alphas), torch.device(device))
+    return build(
+        "b",
+        fcn_factory(width, depth),
+        (784,),
+        n,
+        2,
+        lambda units: interpolate.describe(units, alphas),
+        torch.device(device),
+    )
 
 
 def case_c(n: int, checkpoints: int, size: int = 32, device="cpu") -> Case:
     """VGG with batch norm, every unit reset to every checkpoint."""
-    return build("c", vgg_factory(size), (3, size, size), n, checkpoints,
-                 lambda units: reinit.describe(units, list(range(checkpoints))), torch.device(device))
+    return build(
+        "c",
+        vgg_factory(size),
+        (3, size, size),
+        n,
+        checkpoints,
+        lambda units: reinit.describe(units, list(range(checkpoints))),
+        torch.device(device),
+    )
 
 
 def case_d(n: int, checkpoints: int, size: int = 32, device="cpu") -> Case:
@@ -180,10 +230,18 @@ def case_d(n: int, checkpoints: int, size: int = 32, device="cpu") -> Case:
 
 
 CASES = {"a": case_a, "b": case_b, "c": case_c, "d": case_d}
-FULL = {"a": dict(n=10_000, checkpoints=20), "b": dict(n=10_000, grid=21),
-        "c": dict(n=2_000, checkpoints=5), "d": dict(n=1_000, checkpoints=100)}
-QUICK = {"a": dict(n=1_000, checkpoints=3), "b": dict(n=1_000, grid=4),
-         "c": dict(n=200, checkpoints=3), "d": dict(n=100, checkpoints=20)}
+FULL = {
+    "a": dict(n=10_000, checkpoints=20),
+    "b": dict(n=10_000, grid=21),
+    "c": dict(n=2_000, checkpoints=5),
+    "d": dict(n=1_000, checkpoints=100),
+}
+QUICK = {
+    "a": dict(n=1_000, checkpoints=3),
+    "b": dict(n=1_000, grid=4),
+    "c": dict(n=200, checkpoints=3),
+    "d": dict(n=100, checkpoints=20),
+}
 ARENAS = "MALLOC_ARENA_MAX"
 MEMORY_CASES = {"d": 512 * 2**20}  # case → the engine's memory budget there, measured in a child process
 
@@ -192,14 +250,26 @@ MEMORY_CASES = {"d": 512 * 2**20}  # case → the engine's memory budget there, 
 # Evaluators: each returns the rows of reference.evaluate
 # ---------------------------------------------------------------------------------------------
 
+
 def run_engine(case: Case, device: torch.device, budget: int, ops: bool = False) -> list[dict]:
-    return engine.evaluate(case.model, case.units, case.variants, case.final, case.source, case.splits,
-                           case.bn_stats, device=device, memory_budget=budget, ops=ops)
+    return engine.evaluate(
+        case.model,
+        case.units,
+        case.variants,
+        case.final,
+        case.source,
+        case.splits,
+        case.bn_stats,
+        device=device,
+        memory_budget=budget,
+        ops=ops,
+    )
 
 
 def run_loop(case: Case) -> list[dict]:
-    return reference.evaluate(case.model, case.units, case.variants, case.final, case.source, case.splits,
-                              case.bn_stats)
+    return reference.evaluate(
+        case.model, case.units, case.variants, case.final, case.source, case.splits, case.bn_stats
+    )
 
 
 @torch.no_grad()
@@ -217,8 +287,12 @@ def run_vmap(case: Case, budget: int) -> list[dict]:
         final = classify(lambda b: call(case.final, b), x, y)["predictions"]
         for lo in range(0, len(case.variants), chunk):
             ids = range(lo, min(lo + chunk, len(case.variants)))
-            states = [compose.compose(case.variants[i], case.units, case.final, case.source(case.variants[i].source),
-                                     case.bn_stats) for i in ids]
+            states = [
+                compose.compose(
+                    case.variants[i], case.units, case.final, case.source(case.variants[i].source), case.bn_stats
+                )
+                for i in ids
+            ]
             stacked = {k: torch.stack([s[k] for s in states]) for k in states[0]}
             del states
             k = len(ids)
@@ -226,8 +300,8 @@ def run_vmap(case: Case, budget: int) -> list[dict]:
             agree = torch.zeros_like(wrong)
             loss = torch.zeros(k, dtype=torch.float64, device=x.device)
             for start in range(0, len(x), BATCH):
-                xb, yb, rb = x[start:start + BATCH], y[start:start + BATCH], final[start:start + BATCH]
-                logits = many(stacked, xb).double()                                      # (K, B, C)
+                xb, yb, rb = x[start : start + BATCH], y[start : start + BATCH], final[start : start + BATCH]
+                logits = many(stacked, xb).double()  # (K, B, C)
                 loss += F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none").view(k, -1).sum(1)
                 pred = logits.argmax(dim=2)
                 wrong += (pred != yb).sum(1)
@@ -235,8 +309,7 @@ def run_vmap(case: Case, budget: int) -> list[dict]:
             n = len(y)
             for i, w, a, s in zip(ids, wrong.tolist(), agree.tolist(), loss.tolist()):
                 results[i, split] = {"error": w / n, "loss": s / n, "agreement": a / n, "n": n}
-    return [result_row(v, case.bn_stats, s, results[i, s])
-            for i, v in enumerate(case.variants) for s in case.splits]
+    return [result_row(v, case.bn_stats, s, results[i, s]) for i, v in enumerate(case.variants) for s in case.splits]
 
 
 def vmap_chunk(case: Case, budget: int) -> int:
@@ -250,8 +323,10 @@ def vmap_chunk(case: Case, budget: int) -> int:
 # The floor
 # ---------------------------------------------------------------------------------------------
 
+
 def profile(case: Case) -> tuple[list[int], int]:
     """Multiply-adds per input of each unit (Linear, Conv2d), and the widest layer's input + output bytes."""
+
     def owner(path: str) -> str:
         return next(u.name for u in case.units if path == u.name or path.startswith(u.name + "."))
 
@@ -266,6 +341,7 @@ def profile(case: Case) -> tuple[list[int], int]:
             elif isinstance(module, nn.Conv2d):
                 kh, kw = module.kernel_size
                 macs[owner(name)] += output[0].numel() * module.in_channels // module.groups * kh * kw
+
         return record
 
     for name, module in case.model.named_modules():
@@ -294,7 +370,7 @@ def minimal_macs(case: Case) -> int:
     work, grids = sum(macs), defaultdict(int)  # the final model once: every prefix, the reference predictions
     for v in case.variants:
         first = min(index[u] for u in v.units)
-        work += sum(macs[first + 1:])
+        work += sum(macs[first + 1 :])
         grid = v.alpha is not None and not v.sigma and len(v.units) == 1
         if grid and linear_in_weights(case.model, case.units[first]):
             grids[first, v.source] += 1
@@ -319,6 +395,7 @@ def matmul_rate(device: torch.device, repeats: int = 5) -> float:
 # ---------------------------------------------------------------------------------------------
 # Measuring
 # ---------------------------------------------------------------------------------------------
+
 
 def strict_float32() -> None:
     """Plain float32 on CUDA, no TF32 (cuDNN's default for convolutions), for every evaluator and the
@@ -349,8 +426,11 @@ def report_differences(name: str, rows: list[dict], baseline: list[dict], limit:
     differ = [(r, b) for r, b in zip(rows, baseline) if r["error"] != b["error"]]
     for r, b in differ[:limit]:
         variant = f"{r['probe']} {r['unit']} checkpoint={r['checkpoint']} alpha={r['alpha']} {r['split']}"
-        print(f"  case {name}: {variant}: error {r['error']} against the loop's {b['error']} "
-              f"(agreement {r['agreement']} / {b['agreement']})", file=sys.stderr)
+        print(
+            f"  case {name}: {variant}: error {r['error']} against the loop's {b['error']} "
+            f"(agreement {r['agreement']} / {b['agreement']})",
+            file=sys.stderr,
+        )
     if len(differ) > limit:
         print(f"  case {name}: ... {len(differ) - limit} more rows differ", file=sys.stderr)
 
@@ -455,36 +535,60 @@ def _child(letter: str, sizes: dict, device: str, threads: int, budget: int):
     return seconds, peak.mb, rows
 
 
-def measure(case: Case, device: torch.device, budget: int, rate: float, time_vmap: bool = True,
-            engine_result: tuple | None = None, ops: bool = False) -> dict:
+def measure(
+    case: Case,
+    device: torch.device,
+    budget: int,
+    rate: float,
+    time_vmap: bool = True,
+    engine_result: tuple | None = None,
+    ops: bool = False,
+) -> dict:
     """One table row. engine_result: (seconds, peak MB, rows) measured elsewhere (case d)."""
     if engine_result is None:
         engine_s, engine_rows = time_evaluator(lambda c: run_engine(c, device, budget), case, device)
         peak_mb = None
     else:
         engine_s, peak_mb, engine_rows = engine_result
-    ops_s, ops_rows = (time_evaluator(lambda c: run_engine(c, device, budget, True), case, device) if ops
-                       else (None, None))
+    ops_s, ops_rows = (
+        time_evaluator(lambda c: run_engine(c, device, budget, True), case, device) if ops else (None, None)
+    )
     if ops_rows is not None and max_error_diff(ops_rows, engine_rows) != 0:
-        print(f"note: case {case.name}: the engine's errors with ops differ from without by up to "
-              f"{max_error_diff(ops_rows, engine_rows):.2g}", file=sys.stderr)
+        print(
+            f"note: case {case.name}: the engine's errors with ops differ from without by up to "
+            f"{max_error_diff(ops_rows, engine_rows):.2g}",
+            file=sys.stderr,
+        )
     loop_s, loop_rows = time_evaluator(run_loop, case, device)
     vmap_s, vmap_rows = time_evaluator(lambda c: run_vmap(c, budget), case, device) if time_vmap else (None, None)
     if vmap_rows is not None and max_error_diff(vmap_rows, loop_rows) != 0:
-        print(f"note: case {case.name}: vmap's errors differ from the loop's by up to "
-              f"{max_error_diff(vmap_rows, loop_rows):.2g} (float rounding of batched GEMMs)", file=sys.stderr)
+        print(
+            f"note: case {case.name}: vmap's errors differ from the loop's by up to "
+            f"{max_error_diff(vmap_rows, loop_rows):.2g} (float rounding of batched GEMMs)",
+            file=sys.stderr,
+        )
     if max_error_diff(engine_rows, loop_rows) != 0:
         report_differences(case.name, engine_rows, loop_rows)
     ratio = lambda a, b: a / b if a is not None and b else None  # noqa: E731
-    return {"case": case.name, "variants": len(case.variants), "engine_s": engine_s, "ops_s": ops_s, "loop_s": loop_s,
-            "vmap_s": vmap_s, "floor_s": minimal_macs(case) / rate, "speedup_vs_loop": ratio(loop_s, engine_s),
-            "speedup_vs_vmap": ratio(vmap_s, engine_s), "peak_mb": peak_mb,
-            "max_error_diff": max_error_diff(engine_rows, loop_rows)}
+    return {
+        "case": case.name,
+        "variants": len(case.variants),
+        "engine_s": engine_s,
+        "ops_s": ops_s,
+        "loop_s": loop_s,
+        "vmap_s": vmap_s,
+        "floor_s": minimal_macs(case) / rate,
+        "speedup_vs_loop": ratio(loop_s, engine_s),
+        "speedup_vs_vmap": ratio(vmap_s, engine_s),
+        "peak_mb": peak_mb,
+        "max_error_diff": max_error_diff(engine_rows, loop_rows),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------
+
 
 def machine(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
@@ -494,8 +598,10 @@ def machine(device: torch.device) -> str:
     except (OSError, StopIteration):
         pass
     accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    return (f"cpu: {cpu} ({os.cpu_count()} cores), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-            f"device: {device} ({accelerator})")
+    return (
+        f"cpu: {cpu} ({os.cpu_count()} cores), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"device: {device} ({accelerator})"
+    )
 
 
 def table(results: list[dict]) -> str:
@@ -522,8 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     parser.add_argument("--budget-mb", type=int, default=2048, help="memory budget of engine and vmap in cases a-c")
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
-    parser.add_argument("--ops-library", metavar="PATH", help="a built layerprobe_ops.so: also time the engine "
-                        "with the fused operators (column ops_s)")
+    parser.add_argument(
+        "--ops-library",
+        metavar="PATH",
+        help="a built layerprobe_ops.so: also time the engine with the fused operators (column ops_s)",
+    )
     args = parser.parse_args(argv)
     letters = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in letters if c not in CASES]
@@ -531,19 +640,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown case(s) {unknown}; choose from {','.join(CASES)}")
     torch.set_num_threads(args.threads)
     strict_float32()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     sizes = QUICK if args.quick else FULL
     rate = matmul_rate(device)
     print(machine(device))
-    print(f"float32 matmul rate: {rate / 1e9:.1f} GMAC/s; loop = layerprobe.probing.reference.evaluate; "
-          f"each evaluator timed once after a warm-up call on 2 variants × {BATCH} inputs")
+    print(
+        f"float32 matmul rate: {rate / 1e9:.1f} GMAC/s; loop = layerprobe.probing.reference.evaluate; "
+        f"each evaluator timed once after a warm-up call on 2 variants × {BATCH} inputs"
+    )
     use_ops = bool(args.ops_library) and lp_ops.resolve("on", args.ops_library, device)
     results = []
     for letter in letters:
         budget = MEMORY_CASES.get(letter, args.budget_mb * 2**20)
-        engine_result = (engine_in_child(letter, sizes[letter], device, args.threads, budget)
-                         if letter in MEMORY_CASES else None)
+        engine_result = (
+            engine_in_child(letter, sizes[letter], device, args.threads, budget) if letter in MEMORY_CASES else None
+        )
         case = CASES[letter](device=device, **sizes[letter])
         time_vmap = not (letter in MEMORY_CASES and device.type == "cpu")
         results.append(measure(case, device, budget, rate, time_vmap, engine_result, use_ops))

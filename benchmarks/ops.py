@@ -1,6 +1,6 @@
-"""Benchmark: each fused operator against its unfused PyTorch reference (layerprobe/probing/ops/reference.py), time and peak memory.
+"""Benchmark: each fused operator against its unfused reference (layerprobe/probing/ops/reference.py), time and memory.
 
-    python benchmarks/ops.py --library results/ops/layerprobe_ops.so   # build it first: snakemake results/ops/layerprobe_ops.so
+    python benchmarks/ops.py --library results/ops/layerprobe_ops.so   # from: snakemake results/ops/layerprobe_ops.so
     python benchmarks/ops.py --build                                  # or build into benchmarks/out/ first
 
 Each measurement runs in a fresh spawned child process (MALLOC_ARENA_MAX=1), which times one call
@@ -9,6 +9,7 @@ PeakMemory: RSS sampled every millisecond plus the kernel's high-water mark), so
 every allocation, torch's included. Sizes: head V=20, N=10,000, F=1,024, C=10 and C=1,000;
 interpolated unit B=10,000, 1,024→1,024, K=21; noisy unit B=1,000, 1,024→1,024, K=4 and K=16.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,13 @@ CASES = {
 def inputs(kind: str, s: dict):
     g = torch.Generator().manual_seed(0)
     if kind == "head":
-        return (torch.randn(s["v"], s["n"], s["f"], generator=g), torch.randn(s["c"], s["f"], generator=g) / 32,
-                torch.randn(s["c"], generator=g), torch.randint(0, s["c"], (s["n"],), generator=g),
-                torch.randint(0, s["c"], (s["n"],), generator=g))
+        return (
+            torch.randn(s["v"], s["n"], s["f"], generator=g),
+            torch.randn(s["c"], s["f"], generator=g) / 32,
+            torch.randn(s["c"], generator=g),
+            torch.randint(0, s["c"], (s["n"],), generator=g),
+            torch.randint(0, s["c"], (s["n"],), generator=g),
+        )
     x, w, b = torch.randn(s["b"], s["i"], generator=g), torch.randn(s["o"], s["i"], generator=g), torch.randn(s["o"])
     if kind == "interp":
         return x, w, b, torch.randn(s["o"], s["i"], generator=g), b * 0.5, torch.linspace(0, 1, s["k"]), "relu"
@@ -51,6 +56,7 @@ def inputs(kind: str, s: dict):
 
 def _child(library: str, kind: str, sizes: dict, fused: bool, threads: int, device: str = "cpu"):
     from engine import PeakMemory, timed  # benchmarks/engine.py
+
     torch.set_num_threads(threads)
     ops.load(library)
     name = {"head": "head_eval", "interp": "interp_unit", "noisy": "noisy_unit"}[kind]
@@ -76,24 +82,33 @@ def main(argv=None) -> int:
     parser.add_argument("--build", action="store_true", help="build the library into benchmarks/out/ first")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="where the operators run (cuda: peak = max_memory_allocated above the inputs)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the operators run (cuda: peak = max_memory_allocated above the inputs)",
+    )
     args = parser.parse_args(argv)
     library = args.library
     if args.build:
         library = str(build.build_ops(Path(__file__).parent / "out" / "layerprobe_ops.so"))
     if not Path(library).is_file():
         parser.error(f"{library} does not exist: build it (--build, or snakemake {LIBRARY})")
-    print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}; peak = "
-          + ("RSS growth" if args.device == "cpu" else "CUDA allocation above the inputs") + " during one call (fresh process)")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, device {args.device}; peak = "
+        + ("RSS growth" if args.device == "cpu" else "CUDA allocation above the inputs")
+        + " during one call (fresh process)"
+    )
     header = ("case", "fused_s", "reference_s", "speedup", "fused_peak_mb", "reference_peak_mb")
     print("  ".join(f"{h:>17}" for h in header))
     for name in args.cases.split(","):
         kind, sizes = CASES[name]
         fs, fm = measure(library, kind, sizes, True, args.threads, args.device)
         rs, rm = measure(library, kind, sizes, False, args.threads, args.device)
-        print("  ".join(f"{c:>17}" for c in (name, f"{fs:.3g}", f"{rs:.3g}", f"{rs / fs:.2f}", f"{fm:.0f}",
-                                                 f"{rm:.0f}")), flush=True)
+        print(
+            "  ".join(f"{c:>17}" for c in (name, f"{fs:.3g}", f"{rs:.3g}", f"{rs / fs:.2f}", f"{fm:.0f}", f"{rm:.0f}")),
+            flush=True,
+        )
     return 0
 
 

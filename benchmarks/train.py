@@ -24,6 +24,7 @@ time.perf_counter (after torch.cuda.synchronize on CUDA). Columns: model, loop, 
 (images trained per second, median over the timed epochs), epoch_s (its seconds per epoch),
 speedup (layerprobe's samples/s ÷ the DataLoader's). The first lines name the CPU, torch's threads and the device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,7 +83,7 @@ class CropFlipDataset(Dataset):
     def __getitem__(self, i: int):
         image = F.pad(self.x[i], (PADDING,) * 4)
         top, left = torch.randint(0, 2 * PADDING + 1, (2,)).tolist()
-        image = image[:, top:top + self.x.shape[2], left:left + self.x.shape[3]]
+        image = image[:, top : top + self.x.shape[2], left : left + self.x.shape[3]]
         if torch.rand(()) < 0.5:
             image = image.flip(2)
         return image, self.y[i]
@@ -122,8 +123,14 @@ def dataloader_loop(data: prepared.Dataset, width: int, device: torch.device, wo
     model = make_model(data, width, kind).to(device).train()
     optimizer = optimizer_for(model)
     x, y = data.split("train")
-    loader = DataLoader(CropFlipDataset(x, y), batch_size=BATCH, shuffle=True, num_workers=workers,
-                        persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        CropFlipDataset(x, y),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+    )
 
     def epoch() -> float:
         total = torch.zeros((), dtype=torch.float64, device=device)
@@ -139,11 +146,14 @@ def dataloader_loop(data: prepared.Dataset, width: int, device: torch.device, wo
     return epoch
 
 
-def measure(n: int, size: int, width: int, epochs: int, device: torch.device, workers: int,
-            kind: str = "vgg") -> list[dict]:
+def measure(
+    n: int, size: int, width: int, epochs: int, device: torch.device, workers: int, kind: str = "vgg"
+) -> list[dict]:
     data = random_data(n, size)
-    loops = {"layerprobe": layerprobe_loop(data, width, device, kind),
-             "dataloader": dataloader_loop(data, width, device, workers, kind)}
+    loops = {
+        "layerprobe": layerprobe_loop(data, width, device, kind),
+        "dataloader": dataloader_loop(data, width, device, workers, kind),
+    }
     rows = []
     for name, seconds in time_epochs(loops, epochs, device).items():
         median = statistics.median(seconds)
@@ -167,11 +177,17 @@ def main() -> None:
     device = resolve_device(args.device)
     n, size, width, epochs = (512, 16, 8, 1) if args.quick else (4_096, 32, 16, 5)
     epochs = args.epochs or epochs
-    print(f"cpu: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, device {device}, DataLoader workers {args.workers}")
-    print(f"{n} images 3x{size}x{size}, width {width}, batch {BATCH}, crop pad {PADDING} + flip, "
-          f"{epochs} timed epoch(s) after a warm-up")
-    rows = [row for kind in args.models.split(",") for row in measure(n, size, width, epochs, device, args.workers, kind)]
+    print(
+        f"cpu: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, device {device}, DataLoader workers {args.workers}"
+    )
+    print(
+        f"{n} images 3x{size}x{size}, width {width}, batch {BATCH}, crop pad {PADDING} + flip, "
+        f"{epochs} timed epoch(s) after a warm-up"
+    )
+    rows = [
+        row for kind in args.models.split(",") for row in measure(n, size, width, epochs, device, args.workers, kind)
+    ]
     print(f"{'model':<7}{'loop':<12}{'samples/s':>12}{'epoch s':>10}{'speedup':>10}")
     for row in rows:
         speedup = f"{row['speedup']:.2f}x" if row["speedup"] else ""

@@ -23,28 +23,46 @@ DISTANCE = ["l2_final", "l2_rel_init_final", "linf_final"]
 def units_columns() -> list[str]:
     """The columns of units.csv."""
     summaries = [k.summary for k in kinds.kinds() if k.summary]
-    return (INVENTORY + REFERENCE + [c for s in summaries for c in s.measures] + DISTANCE
-            + [c for s in summaries for c in s.verdicts])
+    return (
+        INVENTORY
+        + REFERENCE
+        + [c for s in summaries for c in s.measures]
+        + DISTANCE
+        + [c for s in summaries for c in s.verdicts]
+    )
 
 
 def columns_of(table: str) -> list[str]:
     """The columns of an aggregated table, by its name (results/tables/{name}.csv)."""
-    known = {"robustness": ROBUSTNESS, "distances": DISTANCES, "inventory": INVENTORY, "units": units_columns(),
-             **{t.name: t.columns for t in kinds.tables()}}
+    known = {
+        "robustness": ROBUSTNESS,
+        "distances": DISTANCES,
+        "inventory": INVENTORY,
+        "units": units_columns(),
+        **{t.name: t.columns for t in kinds.tables()},
+    }
     if table not in known:
         raise ValueError(f"unknown table {table!r}; known: {', '.join(known)}")
     return known[table]
 
 
-def kind_tables(robustness: pd.DataFrame, distances: pd.DataFrame, settings: dict | None = None) -> dict[str, pd.DataFrame]:
+def kind_tables(
+    robustness: pd.DataFrame, distances: pd.DataFrame, settings: dict | None = None
+) -> dict[str, pd.DataFrame]:
     """Every kind's own tables, by name; `settings` is kinds.aggregate_settings of the probes section
     (None: of the schema's defaults)."""
     settings = _settings(settings)
     return {t.name: t.make(robustness, distances, settings[k.name]) for k in kinds.kinds() for t in k.tables}
 
 
-def summarize_units(inventory: pd.DataFrame, robustness: pd.DataFrame, distances: pd.DataFrame, categories: dict,
-                    settings: dict | None = None, own: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+def summarize_units(
+    inventory: pd.DataFrame,
+    robustness: pd.DataFrame,
+    distances: pd.DataFrame,
+    categories: dict,
+    settings: dict | None = None,
+    own: dict[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """units.csv: the inventory plus each unit's headline numbers and categories.
 
     `categories` is the config's section; `settings` kinds.aggregate_settings of the probes section

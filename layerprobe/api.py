@@ -6,10 +6,11 @@
 
 `probe` returns the robustness table (the columns of robustness.csv) as a pandas DataFrame.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import pandas as pd
 import torch
@@ -28,18 +29,48 @@ def units(model: nn.Module, rule: str | dict | None = None) -> pd.DataFrame:
     """One row per unit (name, parameter names, size, the grouping rule), then one per thing no unit
     covers, with the reason in `skipped`. `rule` as in layerprobe.models.units.inventory."""
     found = inventory(model, rule)
-    rows = [{"unit": u.name, "index": u.index, "n_params": u.n_params, "params": " ".join(u.params),
-             "rule": u.rule, "skipped": ""} for u in found]
-    rows += [{"unit": name, "index": None, "n_params": 0, "params": "", "rule": found[0].rule if found else "",
-              "skipped": reason} for name, reason in skipped(model, found)]
+    rows = [
+        {
+            "unit": u.name,
+            "index": u.index,
+            "n_params": u.n_params,
+            "params": " ".join(u.params),
+            "rule": u.rule,
+            "skipped": "",
+        }
+        for u in found
+    ]
+    rows += [
+        {
+            "unit": name,
+            "index": None,
+            "n_params": 0,
+            "params": "",
+            "rule": found[0].rule if found else "",
+            "skipped": reason,
+        }
+        for name, reason in skipped(model, found)
+    ]
     return tables.frame(rows, ["unit", "index", "n_params", "params", "rule", "skipped"])
 
 
-def probe(model: nn.Module | Callable[[], nn.Module], checkpoints: Mapping[int, Mapping[str, torch.Tensor]],
-          data: Data, probes: dict | None = None, *, unit_rule: str | dict | None = None,
-          joint_groups: dict | None = None, categories: dict | None = None, device: str = "auto",
-          memory_budget: str = "2GB", seed: int = 0, name: str = "model", progress: bool = False,
-          ops: str = "auto", ops_library: str | None = None) -> pd.DataFrame:
+def probe(
+    model: nn.Module | Callable[[], nn.Module],
+    checkpoints: Mapping[int, Mapping[str, torch.Tensor]],
+    data: Data,
+    probes: dict | None = None,
+    *,
+    unit_rule: str | dict | None = None,
+    joint_groups: dict | None = None,
+    categories: dict | None = None,
+    device: str = "auto",
+    memory_budget: str = "2GB",
+    seed: int = 0,
+    name: str = "model",
+    progress: bool = False,
+    ops: str = "auto",
+    ops_library: str | None = None,
+) -> pd.DataFrame:
     """Every configured probe of a trained model, as the tidy robustness table.
 
     model: the architecture (its current weights are not used), or a factory building it fresh;
@@ -59,11 +90,21 @@ def probe(model: nn.Module | Callable[[], nn.Module], checkpoints: Mapping[int, 
     with torch.no_grad():
         num_classes = architecture(x[:1]).shape[-1]
     run = {"run": name, "dataset": "", "model": type(architecture).__name__, "seed": seed}
-    results = study.probe_run(factory, dict(checkpoints), data, settings, run, num_classes,
-                              categories=config.section("categories", categories), joint_groups=joint_groups,
-                              device=device, memory_budget=config.parse_bytes(memory_budget), unit_rule=unit_rule,
-                              progress=progress,
-                              ops=lp_ops.resolve(ops, ops_library, resolve_device(device)))
+    results = study.probe_run(
+        factory,
+        dict(checkpoints),
+        data,
+        settings,
+        run,
+        num_classes,
+        categories=config.section("categories", categories),
+        joint_groups=joint_groups,
+        device=device,
+        memory_budget=config.parse_bytes(memory_budget),
+        unit_rule=unit_rule,
+        progress=progress,
+        ops=lp_ops.resolve(ops, ops_library, resolve_device(device)),
+    )
     return results["robustness"]
 
 
@@ -78,10 +119,12 @@ def _for_data(probes: dict, data: dict) -> dict:
 
 def _redrawing(model: nn.Module) -> Callable[[], nn.Module]:
     """A factory of copies of `model` whose layers are re-drawn by their own `reset_parameters`."""
+
     def fresh() -> nn.Module:
         copy_ = copy.deepcopy(model)
         for module in copy_.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         return copy_
+
     return fresh

@@ -7,7 +7,7 @@ every kind that evaluates on the same data go to the engine in one call, so they
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import torch
@@ -32,11 +32,23 @@ def run_columns(run: dict) -> dict:
     return {"run": run["name"], "dataset": run["dataset"], "model": describe(run["model"]), "seed": run["seed"]}
 
 
-def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], splits: Splits, settings: dict,
-              run: dict, num_classes: int, *, categories: dict, joint_groups: dict | None = None,
-              device: str = "auto", memory_budget: int = 2 * 2**30, unit_rule: str | dict | None = None,
-              transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-              progress: bool = True, ops: bool = False) -> dict[str, pd.DataFrame]:
+def probe_run(
+    factory: Callable[[], nn.Module],
+    checkpoints: dict[int, State],
+    splits: Splits,
+    settings: dict,
+    run: dict,
+    num_classes: int,
+    *,
+    categories: dict,
+    joint_groups: dict | None = None,
+    device: str = "auto",
+    memory_budget: int = 2 * 2**30,
+    unit_rule: str | dict | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = True,
+    ops: bool = False,
+) -> dict[str, pd.DataFrame]:
     """The `robustness`, `distances` and `inventory` tables of one run.
 
     `checkpoints` maps epoch → state dict and must hold epoch 0 and the final epoch (the largest).
@@ -71,14 +83,24 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
         raise ValueError(f"probes.subset: no data for split(s) {unknown}; splits given: {list(splits)}")
     prepare = transform or (lambda x: x)
     active = kinds.enabled(settings)
-    context = dict(units=units, epochs=epochs, draw_seeds=seeds, settings=settings, run_seed=run["seed"],
-                   num_classes=num_classes, categories=categories, joint_groups=joint_groups or {})
+    context = dict(
+        units=units,
+        epochs=epochs,
+        draw_seeds=seeds,
+        settings=settings,
+        run_seed=run["seed"],
+        num_classes=num_classes,
+        categories=categories,
+        joint_groups=joint_groups or {},
+    )
     for kind in active:
         if kind.check:
             kind.check(kinds.Context(**context, rows=[]))
     data = {kind.name: _data_of(kind, settings, run["seed"], splits, prepare) for kind in active if kind.subset}
-    probed = {s: subsample(*splits[s], settings["subset"].get(s), "probe subset", settings["subset_seed"], s)
-              for s in settings["splits"]}
+    probed = {
+        s: subsample(*splits[s], settings["subset"].get(s), "probe subset", settings["subset_seed"], s)
+        for s in settings["splits"]
+    }
     probed = {s: (prepare(x), y) for s, (x, y) in probed.items()}
 
     rows: list[dict] = []
@@ -88,11 +110,30 @@ def probe_run(factory: Callable[[], nn.Module], checkpoints: dict[int, State], s
         for kind, variants in described:
             calls.setdefault(kind.name if kind.subset else None, []).extend(variants)
         for on, variants in calls.items():
-            rows += engine.evaluate(model, units, variants, final, source, probed if on is None else data[on],
-                                    settings["bn_stats"], device=device, memory_budget=memory_budget,
-                                    progress=f"probe {run['run']}" if progress else None, ops=ops)
-    unit_rows = [{"unit": u.name, "index": u.index, "n_params": u.n_params, "params": " ".join(u.params),
-                  "rule": u.rule, "num_classes": num_classes} for u in units]
+            rows += engine.evaluate(
+                model,
+                units,
+                variants,
+                final,
+                source,
+                probed if on is None else data[on],
+                settings["bn_stats"],
+                device=device,
+                memory_budget=memory_budget,
+                progress=f"probe {run['run']}" if progress else None,
+                ops=ops,
+            )
+    unit_rows = [
+        {
+            "unit": u.name,
+            "index": u.index,
+            "n_params": u.n_params,
+            "params": " ".join(u.params),
+            "rule": u.rule,
+            "num_classes": num_classes,
+        }
+        for u in units
+    ]
     return {
         "robustness": tables.frame(rows, tables.ROBUSTNESS, run),
         "distances": tables.frame(distances.table_rows(units, checkpoints, drawn), tables.DISTANCES, run),
@@ -109,8 +150,13 @@ def subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, *seed_parts) -> t
     return x[keep], y[keep]
 
 
-def _data_of(kind: kinds.ProbeKind, settings: dict, run_seed: int, splits: Splits,
-             prepare: Callable[[torch.Tensor], torch.Tensor]) -> Splits:
+def _data_of(
+    kind: kinds.ProbeKind,
+    settings: dict,
+    run_seed: int,
+    splits: Splits,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+) -> Splits:
     """A kind's own data: its seeded subset of one split, transformed."""
     subset = kind.subset(settings[kind.name], run_seed)
     if subset.split not in splits:

@@ -1,4 +1,5 @@
 """Rule `download`: one declared file, from its first mirror that serves the declared SHA-256."""
+
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)

@@ -10,4 +10,6 @@ from layerprobe.results import figures, tables
 figure = kinds.figure(snakemake.params.figure)
 table = tables.read_csv(snakemake.input[0], aggregate.columns_of(figure.table))
 wildcards = {key: value for key, value in snakemake.wildcards.items() if key != "run"}
-figures.save_figure(figure.draw(table, snakemake.wildcards.run, **wildcards), snakemake.output.png, snakemake.output.pdf)
+figures.save_figure(
+    figure.draw(table, snakemake.wildcards.run, **wildcards), snakemake.output.png, snakemake.output.pdf
+)

@@ -20,11 +20,19 @@ data = dataset.load(snakemake.input.data)
 # engine.ops: load the library the build_ops rule made (never compile here); auto falls back to PyTorch.
 fused = ops.resolve(engine["ops"], snakemake.input.get("ops") or None, resolve_device(engine["device"]))
 print(f"engine.ops = {engine['ops']}: fused operators {'on' if fused else 'off'}")
-results = study.probe_run(models.factory(run["model"], data.input_shape, data.num_classes),
-                          checkpoints.load_all(snakemake.input.manifest),
-                          {name: data.raw(name) for name in SPLITS}, snakemake.params.probes,
-                          study.run_columns(run), data.num_classes, device=engine["device"],
-                          memory_budget=parse_bytes(engine["memory_budget"]), categories=snakemake.params.categories,
-                          joint_groups=run["joint_groups"], transform=data.normalize, ops=fused)
+results = study.probe_run(
+    models.factory(run["model"], data.input_shape, data.num_classes),
+    checkpoints.load_all(snakemake.input.manifest),
+    {name: data.raw(name) for name in SPLITS},
+    snakemake.params.probes,
+    study.run_columns(run),
+    data.num_classes,
+    device=engine["device"],
+    memory_budget=parse_bytes(engine["memory_budget"]),
+    categories=snakemake.params.categories,
+    joint_groups=run["joint_groups"],
+    transform=data.normalize,
+    ops=fused,
+)
 for name, table in results.items():
     tables.write_csv(table, snakemake.output[name])

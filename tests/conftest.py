@@ -1,4 +1,5 @@
 """Shared fixtures: the repository paths, the digits dataset, and a tiny trained run."""
+
 from __future__ import annotations
 
 import copy
@@ -42,9 +43,20 @@ def model_factory(run: dict, data: Dataset):
 
 def tiny_run(**model) -> dict:
     """A small, validated run: trains in about a second on the digits."""
-    config = validate({"runs": [{"name": "tiny", "dataset": "digits", "model": model or {"name": "fcn", "depth": 2, "width": 32},
-                                 "train": {"epochs": 4, "batch_size": 64, "lr": 0.05, "lr_milestones": [3]},
-                                 "checkpoints": [1, 2]}]}, SCHEMA)
+    config = validate(
+        {
+            "runs": [
+                {
+                    "name": "tiny",
+                    "dataset": "digits",
+                    "model": model or {"name": "fcn", "depth": 2, "width": 32},
+                    "train": {"epochs": 4, "batch_size": 64, "lr": 0.05, "lr_milestones": [3]},
+                    "checkpoints": [1, 2],
+                }
+            ]
+        },
+        SCHEMA,
+    )
     return config["runs"][0]
 
 

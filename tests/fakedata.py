@@ -1,4 +1,5 @@
 """Small files in the real dataset formats, and a local HTTP server (with Range support) for them."""
+
 from __future__ import annotations
 
 import gzip
@@ -25,10 +26,12 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def idx_dataset(seed: int = 0, n_train: int = 30, n_test: int = 12, size: tuple[int, int] = (6, 5), classes: int = 4):
     """Gzipped IDX files by role, and the arrays they hold."""
     rng = np.random.default_rng(seed)
-    arrays = {"train_images": rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
-              "train_labels": (np.arange(n_train) % classes).astype(np.uint8),
-              "test_images": rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
-              "test_labels": (np.arange(n_test) % classes).astype(np.uint8)}
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
+        "train_labels": (np.arange(n_train) % classes).astype(np.uint8),
+        "test_images": rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
+        "test_labels": (np.arange(n_test) % classes).astype(np.uint8),
+    }
     files = {role: gzip.compress(idx_bytes(a), mtime=0) for role, a in arrays.items()}
     return files, arrays
 
@@ -50,8 +53,12 @@ def tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) ->
 
 def cifar_batch(rng: np.random.Generator, n: int, labels_key: str = "labels", classes: int = 10) -> tuple[bytes, dict]:
     """A pickled CIFAR python batch (protocol 2, as the published ones)."""
-    batch = {"batch_label": "testing batch", "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-             labels_key: [int(v) for v in rng.integers(0, classes, n)], "filenames": [f"img_{i}.png" for i in range(n)]}
+    batch = {
+        "batch_label": "testing batch",
+        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        labels_key: [int(v) for v in rng.integers(0, classes, n)],
+        "filenames": [f"img_{i}.png" for i in range(n)],
+    }
     return pickle.dumps(batch, protocol=2), batch
 
 
@@ -96,13 +103,13 @@ class Server:
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body[:how["cut"]] if "cut" in how else body)
+                self.wfile.write(body[: how["cut"]] if "cut" in how else body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.thread.start()
         return self
 

@@ -1,4 +1,5 @@
 """The library face: units() on models of any shape, probe() on one's own model and data."""
+
 import copy
 
 import pytest
@@ -6,8 +7,8 @@ import torch
 from torch import nn
 
 import layerprobe
-from layerprobe.results import tables
 from layerprobe.config import ConfigError
+from layerprobe.results import tables
 
 
 class Net(nn.Module):
@@ -63,22 +64,30 @@ FAST = {"criticality": {"alphas": 2, "sigmas": [0.1], "samples": 2, "subset": 50
 
 def test_probe_returns_the_robustness_table_and_is_deterministic():
     model, checkpoints, x, y = small_problem()
-    table = layerprobe.probe(model, checkpoints, {"test": (x[:60], y[:60]), "val": (x[60:], y[60:])}, FAST,
-                             device="cpu")
+    table = layerprobe.probe(
+        model, checkpoints, {"test": (x[:60], y[:60]), "val": (x[60:], y[60:])}, FAST, device="cpu"
+    )
     assert list(table.columns) == tables.ROBUSTNESS
     assert set(table["split"]) == {"test", "val"}
     assert set(table["probe"]) == {"reinit", "rerandomize", "interpolate", "criticality", "joint"}
     final = table[(table.probe == "reinit") & (table.checkpoint == 2)]
     assert (final["agreement"] == 1).all() and final.groupby("split")["error"].nunique().eq(1).all()
-    again = layerprobe.probe(model, checkpoints, {"test": (x[:60], y[:60]), "val": (x[60:], y[60:])}, FAST,
-                             device="cpu")
+    again = layerprobe.probe(
+        model, checkpoints, {"test": (x[:60], y[:60]), "val": (x[60:], y[60:])}, FAST, device="cpu"
+    )
     assert table.to_csv() == again.to_csv()
 
 
 def test_probe_with_a_factory_a_pair_and_a_unit_mapping():
     model, checkpoints, x, y = small_problem()
-    table = layerprobe.probe(Net, checkpoints, (x, y), {**FAST, "criticality": {"enabled": False}},
-                             unit_rule={"body": ["features"], "top": ["head", "temperature"]}, device="cpu")
+    table = layerprobe.probe(
+        Net,
+        checkpoints,
+        (x, y),
+        {**FAST, "criticality": {"enabled": False}},
+        unit_rule={"body": ["features"], "top": ["head", "temperature"]},
+        device="cpu",
+    )
     assert set(table["split"]) == {"test"}
     assert set(table.loc[table.probe == "reinit", "unit"]) == {"body", "top", "fullmodel"}
 

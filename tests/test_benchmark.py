@@ -1,5 +1,6 @@
 """benchmarks/engine.py end to end on tiny cases: every evaluator runs, the JSON has the table's fields,
 and the engine's errors equal the loop's; benchmarks/train.py in its quick mode."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,9 +28,11 @@ def bench():
 
 def test_engine_benchmark_tiny_cases(bench, tmp_path):
     cpu = torch.device("cpu")
-    cases = [bench.case_a(n=300, checkpoints=3, width=32, depth=2),   # reinit, FCN
-             bench.case_b(n=300, grid=4, width=32, depth=2),          # α grid, FCN
-             bench.case_c(n=60, checkpoints=2, size=8)]               # reinit, conv + batch norm
+    cases = [
+        bench.case_a(n=300, checkpoints=3, width=32, depth=2),  # reinit, FCN
+        bench.case_b(n=300, grid=4, width=32, depth=2),  # α grid, FCN
+        bench.case_c(n=60, checkpoints=2, size=8),
+    ]  # reinit, conv + batch norm
     rate = bench.matmul_rate(cpu, repeats=1)
     results = [bench.measure(case, cpu, 64 * 2**20, rate) for case in cases]
     path = tmp_path / "engine.json"
@@ -48,7 +51,7 @@ def test_engine_benchmark_tiny_cases(bench, tmp_path):
 
 def test_floor_counts_minimal_work(bench):
     """Layer shapes give the MACs; an α grid pays its layer twice, the suffix once per variant."""
-    case = bench.case_b(n=10, grid=5, width=16, depth=1)        # layer1: 784→16, layer2: 16→10
+    case = bench.case_b(n=10, grid=5, width=16, depth=1)  # layer1: 784→16, layer2: 16→10
     macs, _ = bench.profile(case)
     assert macs == [784 * 16, 16 * 10]
     per_input = sum(macs) + (2 * macs[0] + 5 * macs[1]) + 2 * macs[1]
@@ -60,11 +63,19 @@ def test_train_benchmark_quick_runs(tmp_path):
     import subprocess
 
     path = tmp_path / "train.json"
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train.py"), "--quick", "--threads", "1",
-                             "--json", str(path)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "train.py"), "--quick", "--threads", "1", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = json.loads(path.read_text())
     assert [(row["model"], row["loop"]) for row in rows] == [
-        ("vgg", "layerprobe"), ("vgg", "dataloader"), ("fcn", "layerprobe"), ("fcn", "dataloader")]
+        ("vgg", "layerprobe"),
+        ("vgg", "dataloader"),
+        ("fcn", "layerprobe"),
+        ("fcn", "dataloader"),
+    ]
     assert all(row["samples_per_s"] > 0 for row in rows) and rows[0]["speedup"] > 0
     assert "speedup" in result.stdout

@@ -1,4 +1,5 @@
 """The download and data rules end to end: a user-declared idx dataset served from 127.0.0.1."""
+
 import shutil
 import subprocess
 import sys
@@ -19,18 +20,46 @@ ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 
 def snakemake(folder, config, *args):
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(folder),
-               "--configfile", str(folder / "config.yaml"), "--cores", "2", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(folder),
+        "--configfile",
+        str(folder / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
 def config_for(server, files, first_mirror=None):
-    urls = {role: [*([first_mirror] if first_mirror else []), server.add(f"/{role}.gz", data)]
-            for role, data in files.items()}
-    return {"datasets": {"tiny": {"format": "idx", "num_classes": 4,
-                                  "files": {role: {"urls": urls[role], "sha256": sha256(files[role])} for role in ROLES}}},
-            "runs": [{"name": "r", "dataset": "tiny", "model": {"name": "fcn", "depth": 1, "width": 8},
-                      "train": {"epochs": 1, "lr_milestones": []}, "checkpoints": [1]}]}
+    urls = {
+        role: [*([first_mirror] if first_mirror else []), server.add(f"/{role}.gz", data)]
+        for role, data in files.items()
+    }
+    return {
+        "datasets": {
+            "tiny": {
+                "format": "idx",
+                "num_classes": 4,
+                "files": {role: {"urls": urls[role], "sha256": sha256(files[role])} for role in ROLES},
+            }
+        },
+        "runs": [
+            {
+                "name": "r",
+                "dataset": "tiny",
+                "model": {"name": "fcn", "depth": 1, "width": 8},
+                "train": {"epochs": 1, "lr_milestones": []},
+                "checkpoints": [1],
+            }
+        ],
+    }
 
 
 def test_declared_dataset_is_downloaded_checked_and_prepared(tmp_path):

@@ -1,4 +1,5 @@
 """The embedded digits dataset: real, split reproducibly by class, standardized on train."""
+
 import pytest
 import torch
 

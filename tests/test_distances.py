@@ -1,19 +1,24 @@
 """Distances to initialization against hand computations on constructed weights."""
+
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from layerprobe.probing import distances
 from layerprobe.models.units import inventory
+from layerprobe.probing import distances
 
 
 def test_distances_match_hand_computation():
     model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
     units = inventory(model)
-    init = {"0.weight": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "0.bias": torch.tensor([0.0, 2.0]),
-            "1.weight": torch.tensor([[3.0, 4.0]]), "1.bias": torch.tensor([0.0])}
+    init = {
+        "0.weight": torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        "0.bias": torch.tensor([0.0, 2.0]),
+        "1.weight": torch.tensor([[3.0, 4.0]]),
+        "1.bias": torch.tensor([0.0]),
+    }
     later = {**init, "0.weight": torch.tensor([[1.0, 3.0], [0.0, 1.0]]), "0.bias": torch.tensor([4.0, 2.0])}
     drawn = {**init, "1.weight": torch.tensor([[3.0, 4.0]]), "1.bias": torch.tensor([-2.0])}
     rows = distances.table_rows(units, {0: init, 7: later}, [(123, drawn)])

@@ -1,4 +1,5 @@
 """Downloads with integrity, against a local HTTP server: mirrors, checksums, resume, safe extraction."""
+
 import io
 import zipfile
 
@@ -113,13 +114,16 @@ def test_extract_a_good_archive(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz", "out"]  # no temporary left
 
 
-@pytest.mark.parametrize("members, links, culprit", [
-    ({"ok.bin": b"1", "../evil.bin": b"x"}, None, "'../evil.bin'"),
-    ({"a/../../evil.bin": b"x"}, None, "'a/../../evil.bin'"),
-    ({"/tmp/evil.bin": b"x"}, None, "'/tmp/evil.bin'"),
-    ({"ok.bin": b"1"}, {"link": "../../etc/passwd"}, "'link' is a link"),
-    ({"ok.bin": b"1"}, {"inner": "ok.bin"}, "'inner' is a link"),
-])
+@pytest.mark.parametrize(
+    "members, links, culprit",
+    [
+        ({"ok.bin": b"1", "../evil.bin": b"x"}, None, "'../evil.bin'"),
+        ({"a/../../evil.bin": b"x"}, None, "'a/../../evil.bin'"),
+        ({"/tmp/evil.bin": b"x"}, None, "'/tmp/evil.bin'"),
+        ({"ok.bin": b"1"}, {"link": "../../etc/passwd"}, "'link' is a link"),
+        ({"ok.bin": b"1"}, {"inner": "ok.bin"}, "'inner' is a link"),
+    ],
+)
 def test_unsafe_archive_members_are_refused_and_nothing_written(tmp_path, members, links, culprit):
     work = tmp_path / "work"
     work.mkdir()

@@ -4,16 +4,17 @@ Models run in float64 so that the two summation orders cannot flip a prediction:
 agree exactly in error and agreement, and in loss to float rounding. One float32 case checks the
 production precision within one flipped prediction.
 """
+
 import pytest
 import torch
 from torch import nn
 
 from layerprobe import models
+from layerprobe.base.seeds import derive_seed
 from layerprobe.kinds import criticality, interpolate, joint, reinit, rerandomize
+from layerprobe.models.units import inventory
 from layerprobe.probing import compose, engine, reference
 from layerprobe.probing.variants import Variant
-from layerprobe.base.seeds import derive_seed
-from layerprobe.models.units import inventory
 
 
 class Residual(nn.Module):
@@ -44,9 +45,13 @@ class OwnNet(nn.Module):
 
 
 def residual_chain():
-    return models.UnitChain([("stem", nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())),
-                             ("resblk", Residual(4)),
-                             ("final_linear", nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 10)))])
+    return models.UnitChain(
+        [
+            ("stem", nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())),
+            ("resblk", Residual(4)),
+            ("final_linear", nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 10))),
+        ]
+    )
 
 
 FACTORIES = {
@@ -87,11 +92,20 @@ def setting(name, dtype=torch.float64):
 
 def every_probe(units):
     names = [u.name for u in units]
-    seeds = {(u.name, i, j, k): derive_seed("noise", u.name, i, j, k) for u in units
-             for i in range(2) for j in range(2) for k in range(2)}
-    return (reinit.describe(units, [0, 1, 5]) + rerandomize.describe(units, [7, 8])
-            + interpolate.describe(units, [0.0, 0.3, 1.0]) + criticality.describe(units, [0.0, 0.6], [0.05, 0.5], seeds)
-            + joint.describe(joint.cumulative_sets(units) + [("pair", (names[0], names[-1]))], [0, 1], [7, 8]))
+    seeds = {
+        (u.name, i, j, k): derive_seed("noise", u.name, i, j, k)
+        for u in units
+        for i in range(2)
+        for j in range(2)
+        for k in range(2)
+    }
+    return (
+        reinit.describe(units, [0, 1, 5])
+        + rerandomize.describe(units, [7, 8])
+        + interpolate.describe(units, [0.0, 0.3, 1.0])
+        + criticality.describe(units, [0.0, 0.6], [0.05, 0.5], seeds)
+        + joint.describe(joint.cumulative_sets(units) + [("pair", (names[0], names[-1]))], [0, 1], [7, 8])
+    )
 
 
 def assert_same_rows(expected, actual, loss_rel=1e-9, error_slack=0.0):
@@ -104,7 +118,10 @@ def assert_same_rows(expected, actual, loss_rel=1e-9, error_slack=0.0):
         assert a["loss"] == pytest.approx(e["loss"], rel=loss_rel), (e, a)
 
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -133,15 +150,18 @@ def test_results_do_not_depend_on_the_memory_budget():
     model, units, checkpoints, source, splits = setting("vgg_bn")
     variants = every_probe(units)
     roomy = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
-    tight = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu",
-                            memory_budget=512 * 2**10)
+    tight = engine.evaluate(
+        model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu", memory_budget=512 * 2**10
+    )
     assert_same_rows(roomy, tight)
 
 
 def test_engine_never_touches_the_model_or_the_states():
     model, units, checkpoints, source, splits = setting("fcn")
-    before = ({k: v.clone() for k, v in model.state_dict().items()},
-              {e: {k: v.clone() for k, v in s.items()} for e, s in checkpoints.items()})
+    before = (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        {e: {k: v.clone() for k, v in s.items()} for e, s in checkpoints.items()},
+    )
     engine.evaluate(model, units, every_probe(units), checkpoints[5], source, splits, "same_source", device="cpu")
     assert all(torch.equal(v, before[0][k]) for k, v in model.state_dict().items())
     assert all(torch.equal(v, before[1][e][k]) for e, s in checkpoints.items() for k, v in s.items())
@@ -151,8 +171,9 @@ def test_bad_input_is_named_before_any_evaluation():
     model, units, checkpoints, source, splits = setting("fcn")
 
     def run(variants, **options):
-        return engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source",
-                               device="cpu", **options)
+        return engine.evaluate(
+            model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu", **options
+        )
 
     with pytest.raises(ValueError, match="unknown unit.*'layer9'"):
         run([Variant("joint", "odd", ("layer1", "layer9"), ("checkpoint", 0))])
@@ -172,8 +193,9 @@ def test_noise_is_seeded_and_fresh():
     _, units, checkpoints, _, _ = setting("fcn")
     variant = Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), 11, 0.5, 0.1, 0)
     again = compose.noise(variant, units, checkpoints[5])
-    other = compose.noise(Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), 12, 0.5, 0.1, 0),
-                         units, checkpoints[5])
+    other = compose.noise(
+        Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), 12, 0.5, 0.1, 0), units, checkpoints[5]
+    )
     first = compose.noise(variant, units, checkpoints[5])
     assert list(first) == ["layer2.linear.weight", "layer2.linear.bias"]
     assert all(torch.equal(first[k], again[k]) and not torch.equal(first[k], other[k]) for k in first)
@@ -185,11 +207,18 @@ def test_probe_kinds_agree_where_they_coincide():
     """α = 0 is the reset to θ⁰, α = 1 the trained model; a one-unit joint set is that unit's reset."""
     model, units, checkpoints, source, splits = setting("vgg_bn")
     names = [u.name for u in units]
-    variants = (reinit.describe(units, [0, 5]) + interpolate.describe(units, [0.0, 1.0])
-                + joint.describe([("one", (names[1],))], [0], []))
+    variants = (
+        reinit.describe(units, [0, 5])
+        + interpolate.describe(units, [0.0, 1.0])
+        + joint.describe([("one", (names[1],))], [0], [])
+    )
     rows = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
-    pick = lambda probe, unit, **cols: [r for r in rows if r["probe"] == probe and r["unit"] == unit  # noqa: E731
-                                        and all(r[k] == v for k, v in cols.items())]
+
+    def pick(probe, unit, **cols):
+        return [
+            r for r in rows if r["probe"] == probe and r["unit"] == unit and all(r[k] == v for k, v in cols.items())
+        ]
+
     for unit in names:
         for split in splits:
             at_init = pick("reinit", unit, checkpoint=0, split=split)[0]
@@ -198,5 +227,7 @@ def test_probe_kinds_agree_where_they_coincide():
             assert pick("interpolate", unit, alpha=1.0, split=split)[0]["error"] == trained["error"]
             assert trained["agreement"] == 1.0
     for split in splits:
-        assert pick("joint", "one", checkpoint=0, split=split)[0]["error"] == \
-            pick("reinit", names[1], checkpoint=0, split=split)[0]["error"]
+        assert (
+            pick("joint", "one", checkpoint=0, split=split)[0]["error"]
+            == pick("reinit", names[1], checkpoint=0, split=split)[0]["error"]
+        )

@@ -15,12 +15,40 @@ CHECKPOINTS = [0, 1, 5, 10]
 DRAWS = 2
 
 ROBUSTNESS_COLUMNS = [
-    "run", "dataset", "model", "seed", "probe", "unit", "checkpoint", "alpha", "sigma",
-    "draw", "draw_seed", "bn_stats", "split", "error", "loss", "agreement", "n",
+    "run",
+    "dataset",
+    "model",
+    "seed",
+    "probe",
+    "unit",
+    "checkpoint",
+    "alpha",
+    "sigma",
+    "draw",
+    "draw_seed",
+    "bn_stats",
+    "split",
+    "error",
+    "loss",
+    "agreement",
+    "n",
 ]
 DISTANCE_COLUMNS = [
-    "run", "dataset", "model", "seed", "unit", "source", "checkpoint", "draw", "draw_seed",
-    "n_params", "l2", "linf", "l2_rel_init", "l2_per_sqrt_n", "linf_rel_init",
+    "run",
+    "dataset",
+    "model",
+    "seed",
+    "unit",
+    "source",
+    "checkpoint",
+    "draw",
+    "draw_seed",
+    "n_params",
+    "l2",
+    "linf",
+    "l2_rel_init",
+    "l2_per_sqrt_n",
+    "linf_rel_init",
 ]
 
 
@@ -42,14 +70,42 @@ def robustness_rows(run="mlp_s0", units=UNITS, checkpoints=CHECKPOINTS):
     for split in ("test", "train"):
         for i, unit in enumerate(named):
             for epoch in written_order:
-                rows.append(dict(run=run, probe="reinit", unit=unit, checkpoint=epoch,
-                                 draw=np.nan, split=split, error=reinit_error(i, epoch, split)))
+                rows.append(
+                    dict(
+                        run=run,
+                        probe="reinit",
+                        unit=unit,
+                        checkpoint=epoch,
+                        draw=np.nan,
+                        split=split,
+                        error=reinit_error(i, epoch, split),
+                    )
+                )
             for k in range(DRAWS):
-                rows.append(dict(run=run, probe="rerandomize", unit=unit, checkpoint=np.nan,
-                                 draw=k, split=split, error=draw_error(i, k, split)))
+                rows.append(
+                    dict(
+                        run=run,
+                        probe="rerandomize",
+                        unit=unit,
+                        checkpoint=np.nan,
+                        draw=k,
+                        split=split,
+                        error=draw_error(i, k, split),
+                    )
+                )
         # A row of another probe that must be ignored (its unit must not become a row).
-        rows.append(dict(run=run, probe="interpolate", unit="layer1+layer2", checkpoint=1,
-                         alpha=0.5, draw=np.nan, split=split, error=0.99))
+        rows.append(
+            dict(
+                run=run,
+                probe="interpolate",
+                unit="layer1+layer2",
+                checkpoint=1,
+                alpha=0.5,
+                draw=np.nan,
+                split=split,
+                error=0.99,
+            )
+        )
     return rows
 
 
@@ -72,12 +128,29 @@ def distances():
     rows = []
     for i, unit in enumerate(UNITS):
         for epoch in CHECKPOINTS:
-            rows.append(dict(run="mlp_s0", unit=unit, source="checkpoint", checkpoint=epoch,
-                             l2=float(10 * i + epoch), linf=0.1 * epoch,
-                             l2_rel_init=0.02 * epoch + 0.01 * i))
+            rows.append(
+                dict(
+                    run="mlp_s0",
+                    unit=unit,
+                    source="checkpoint",
+                    checkpoint=epoch,
+                    l2=float(10 * i + epoch),
+                    linf=0.1 * epoch,
+                    l2_rel_init=0.02 * epoch + 0.01 * i,
+                )
+            )
         for k in range(DRAWS):
-            rows.append(dict(run="mlp_s0", unit=unit, source="rerandomize", draw=k,
-                             l2=100.0 + 10 * i + k, linf=1.0, l2_rel_init=1.4))
+            rows.append(
+                dict(
+                    run="mlp_s0",
+                    unit=unit,
+                    source="rerandomize",
+                    draw=k,
+                    l2=100.0 + 10 * i + k,
+                    linf=1.0,
+                    l2_rel_init=1.4,
+                )
+            )
     return as_csv_table(rows, DISTANCE_COLUMNS)
 
 
@@ -158,8 +231,7 @@ def test_unknown_measure(distances):
 
 
 def test_twelve_units_stay_as_rows():
-    table = as_csv_table(robustness_rows(units=[f"u{i}" for i in range(12)], checkpoints=[0, 1]),
-                         ROBUSTNESS_COLUMNS)
+    table = as_csv_table(robustness_rows(units=[f"u{i}" for i in range(12)], checkpoints=[0, 1]), ROBUSTNESS_COLUMNS)
     fig = figures.robustness_heatmap(table, "mlp_s0", "test")
     ax = fig.axes[0]
     assert ax.get_ylabel() == "Unit"
@@ -213,13 +285,46 @@ def test_save_figure_writes_png_and_pdf(tmp_path, robustness, distances, kind):
 # === new probe kinds: interpolate, joint, criticality ===========================
 
 NEW_ROBUSTNESS_COLUMNS = [
-    "run", "dataset", "model", "seed", "probe", "unit", "members", "checkpoint", "alpha", "sigma",
-    "draw", "draw_seed", "bn_stats", "split", "error", "loss", "agreement", "n",
+    "run",
+    "dataset",
+    "model",
+    "seed",
+    "probe",
+    "unit",
+    "members",
+    "checkpoint",
+    "alpha",
+    "sigma",
+    "draw",
+    "draw_seed",
+    "bn_stats",
+    "split",
+    "error",
+    "loss",
+    "agreement",
+    "n",
 ]
 CRITICALITY_COLUMNS = [
-    "run", "dataset", "model", "seed", "unit", "alpha", "sigma", "split", "n", "samples",
-    "mean_error", "mean_loss", "baseline_error", "baseline_loss", "measure", "threshold",
-    "feasible", "distance_sq", "score", "chosen",
+    "run",
+    "dataset",
+    "model",
+    "seed",
+    "unit",
+    "alpha",
+    "sigma",
+    "split",
+    "n",
+    "samples",
+    "mean_error",
+    "mean_loss",
+    "baseline_error",
+    "baseline_loss",
+    "measure",
+    "threshold",
+    "feasible",
+    "distance_sq",
+    "score",
+    "chosen",
 ]
 ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 SETS = {"robust": "layer2 final_linear", "up to layer2": "layer1 layer2", "from layer2": "layer2 final_linear"}
@@ -243,15 +348,43 @@ def probe_rows(run="mlp_s0"):
     for split in ("test", "train"):
         for i, unit in enumerate([figures.FULLMODEL] + UNITS):
             for alpha in reversed(ALPHAS):  # written from 1 to 0: the matrix must sort them
-                rows.append(dict(run=run, probe="interpolate", unit=unit, checkpoint=0, alpha=alpha,
-                                 split=split, error=interpolation_error(i, alpha, split)))
+                rows.append(
+                    dict(
+                        run=run,
+                        probe="interpolate",
+                        unit=unit,
+                        checkpoint=0,
+                        alpha=alpha,
+                        split=split,
+                        error=interpolation_error(i, alpha, split),
+                    )
+                )
         for s, (label, members) in enumerate(SETS.items()):
             for epoch in sorted(CHECKPOINTS, key=str):
-                rows.append(dict(run=run, probe="joint", unit=label, members=members, checkpoint=epoch,
-                                 split=split, error=joint_error(s, epoch, split)))
+                rows.append(
+                    dict(
+                        run=run,
+                        probe="joint",
+                        unit=label,
+                        members=members,
+                        checkpoint=epoch,
+                        split=split,
+                        error=joint_error(s, epoch, split),
+                    )
+                )
             for k in range(DRAWS):
-                rows.append(dict(run=run, probe="joint", unit=label, members=members, draw=k,
-                                 draw_seed=100 + k, split=split, error=joint_draw_error(s, k)))
+                rows.append(
+                    dict(
+                        run=run,
+                        probe="joint",
+                        unit=label,
+                        members=members,
+                        draw=k,
+                        draw_seed=100 + k,
+                        split=split,
+                        error=joint_draw_error(s, k),
+                    )
+                )
     return rows
 
 
@@ -279,11 +412,24 @@ def criticality_rows(run="mlp_s0"):
         for a in reversed(GRID_ALPHAS):
             for s in reversed(GRID_SIGMAS):
                 feasible = is_feasible(unit, a, s)
-                grid.append(dict(
-                    run=run, unit=unit, alpha=a, sigma=s, split="train", n=100, samples=4,
-                    mean_error=round(0.05 + 0.3 * i + 0.1 * GRID_ALPHAS.index(a) + 0.01 * GRID_SIGMAS.index(s), 4),
-                    measure="loss", threshold=0.12, feasible=feasible, distance_sq=DISTANCE_SQ[unit],
-                    score=a * a * DISTANCE_SQ[unit] / s**2 if feasible else np.nan, chosen=False))
+                grid.append(
+                    dict(
+                        run=run,
+                        unit=unit,
+                        alpha=a,
+                        sigma=s,
+                        split="train",
+                        n=100,
+                        samples=4,
+                        mean_error=round(0.05 + 0.3 * i + 0.1 * GRID_ALPHAS.index(a) + 0.01 * GRID_SIGMAS.index(s), 4),
+                        measure="loss",
+                        threshold=0.12,
+                        feasible=feasible,
+                        distance_sq=DISTANCE_SQ[unit],
+                        score=a * a * DISTANCE_SQ[unit] / s**2 if feasible else np.nan,
+                        chosen=False,
+                    )
+                )
         scores = [r["score"] for r in grid]
         if not all(np.isnan(scores)):
             grid[int(np.nanargmin(scores))]["chosen"] = True
@@ -316,7 +462,8 @@ def test_joint_matrix_rows_are_set_labels_columns_rernd_then_checkpoints(probes)
         assert matrix.columns.tolist() == [figures.RERND, 0, 1, 5, 10]
         for s, label in enumerate(SETS):
             assert matrix.loc[label, figures.RERND] == pytest.approx(
-                np.mean([joint_draw_error(s, k) for k in range(DRAWS)]))
+                np.mean([joint_draw_error(s, k) for k in range(DRAWS)])
+            )
             for epoch in CHECKPOINTS:
                 assert matrix.loc[label, epoch] == pytest.approx(joint_error(s, epoch, split))
 
@@ -473,8 +620,10 @@ def test_criticality_unknown_run_and_inconsistent_choices(criticality):
 
 
 def test_criticality_reads_booleans_written_as_text_or_empty(tmp_path, criticality):
-    text = criticality.assign(feasible=criticality["feasible"].map({True: "True", False: "False"}),
-                              chosen=criticality["chosen"].map({True: "True", False: ""}))
+    text = criticality.assign(
+        feasible=criticality["feasible"].map({True: "True", False: "False"}),
+        chosen=criticality["chosen"].map({True: "True", False: ""}),
+    )
     path = tmp_path / "criticality.csv"
     text.to_csv(path, index=False)
     back = pd.read_csv(path, keep_default_na=False, na_values=[""])
@@ -499,7 +648,8 @@ def test_figures_from_tables_read_csv(tmp_path, probes):
     table = tables.read_csv(path, tables.ROBUSTNESS)  # nullable Int64 checkpoints and draws
     assert figures.joint_matrix(table, "mlp_s0", "test").equals(figures.joint_matrix(probes, "mlp_s0", "test"))
     assert figures.interpolation_matrix(table, "mlp_s0", "test").equals(
-        figures.interpolation_matrix(probes, "mlp_s0", "test"))
+        figures.interpolation_matrix(probes, "mlp_s0", "test")
+    )
 
 
 @pytest.mark.parametrize("kind", ["interpolation", "criticality", "joint"])
@@ -516,9 +666,14 @@ def test_save_new_figures_writes_png_and_pdf(tmp_path, probes, criticality, kind
     assert sorted(p.name for p in png.parent.iterdir()) == ["fig.pdf", "fig.png"]
 
 
-@pytest.mark.parametrize("figure, table_name", [
-    ("interpolation", "robustness"), ("joint", "robustness"), ("criticality", "criticality"),
-])
+@pytest.mark.parametrize(
+    "figure, table_name",
+    [
+        ("interpolation", "robustness"),
+        ("joint", "robustness"),
+        ("criticality", "criticality"),
+    ],
+)
 def test_pyscripts_write_the_rule_outputs(tmp_path, monkeypatch, probes, criticality, figure, table_name):
     """The rules' glue, run with a stand-in for Snakemake's `snakemake` object."""
     import runpy
@@ -534,7 +689,9 @@ def test_pyscripts_write_the_rule_outputs(tmp_path, monkeypatch, probes, critica
     path = tmp_path / "table.csv"
     ours.reindex(columns=list(dict.fromkeys([*ours.columns, *columns_of(table_name)]))).to_csv(path, index=False)
     stand_in = SimpleNamespace(
-        input=[str(path)], log=[str(tmp_path / "job.log")], params=SimpleNamespace(figure=figure),
+        input=[str(path)],
+        log=[str(tmp_path / "job.log")],
+        params=SimpleNamespace(figure=figure),
         output=SimpleNamespace(png=str(tmp_path / "fig.png"), pdf=str(tmp_path / "fig.pdf")),
         wildcards=Wildcards(run="mlp_s0", **({} if figure == "criticality" else {"split": "test"})),
     )

@@ -1,4 +1,5 @@
 """Format readers on generated files in the real formats: idx, cifar pickle batches, image folders."""
+
 import pickle
 
 import numpy as np
@@ -16,9 +17,15 @@ from fakedata import Server, cifar_batch, idx_bytes, idx_dataset, sha256, tar_by
 
 
 def idx_declaration(files: dict[str, bytes], urls: dict[str, list[str]] | None = None, **extra) -> dict:
-    return {"format": "idx", "num_classes": 4,
-            "files": {role: {"urls": (urls or {}).get(role, [f"file:///nowhere/{role}"]), "sha256": sha256(data)}
-                      for role, data in files.items()}, **extra}
+    return {
+        "format": "idx",
+        "num_classes": 4,
+        "files": {
+            role: {"urls": (urls or {}).get(role, [f"file:///nowhere/{role}"]), "sha256": sha256(data)}
+            for role, data in files.items()
+        },
+        **extra,
+    }
 
 
 def write(folder, files: dict[str, bytes]) -> dict:
@@ -56,13 +63,19 @@ def test_idx_is_downloaded_when_given_a_folder(tmp_path):
     assert len(data.x_test) == 12 and sorted(p.name for p in (tmp_path / "tiny").iterdir()) == sorted(files)
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda f, d: f.update(train_labels=b"\0\0\x08\x01" + b"\0\0\0\x05" + bytes(5)), "30 images but 5 labels"),
-    (lambda f, d: f.update(test_images=b"PK\x03\x04 not idx"), "test_images: not an IDX file"),
-    (lambda f, d: f.update(train_images=idx_bytes(np.zeros((4, 6, 5), np.uint8))[:-3]), "need 120 bytes"),
-    (lambda f, d: d.update(num_classes=3), r"train labels span 0..3, outside 0..2 \(num_classes: 3\)"),
-    (lambda f, d: d.update(normalization={"mean": [1.0, 2.0], "std": [1.0, 1.0]}), "2 means and 2 stds for images with 1"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda f, d: f.update(train_labels=b"\0\0\x08\x01" + b"\0\0\0\x05" + bytes(5)), "30 images but 5 labels"),
+        (lambda f, d: f.update(test_images=b"PK\x03\x04 not idx"), "test_images: not an IDX file"),
+        (lambda f, d: f.update(train_images=idx_bytes(np.zeros((4, 6, 5), np.uint8))[:-3]), "need 120 bytes"),
+        (lambda f, d: d.update(num_classes=3), r"train labels span 0..3, outside 0..2 \(num_classes: 3\)"),
+        (
+            lambda f, d: d.update(normalization={"mean": [1.0, 2.0], "std": [1.0, 1.0]}),
+            "2 means and 2 stds for images with 1",
+        ),
+    ],
+)
 def test_bad_idx_input_is_named(tmp_path, edit, expected):
     files, _ = idx_dataset()
     decl = idx_declaration(files)
@@ -87,9 +100,14 @@ def cifar_archive(tmp_path, labels_key="labels", classes=10, extra=None):
     batches["cifar-x/test_batch"] = cifar_batch(rng, 5, labels_key, classes)
     archive = tmp_path / "archive"
     archive.write_bytes(tar_bytes({name: data for name, (data, _) in batches.items()} | (extra or {})))
-    decl = {"format": "cifar", "num_classes": classes, "labels_key": labels_key,
-            "train_batches": ["cifar-x/data_batch_1", "cifar-x/data_batch_2"], "test_batches": ["cifar-x/test_batch"],
-            "files": {"archive": {"urls": ["file:///nowhere"], "sha256": sha256(archive.read_bytes())}}}
+    decl = {
+        "format": "cifar",
+        "num_classes": classes,
+        "labels_key": labels_key,
+        "train_batches": ["cifar-x/data_batch_1", "cifar-x/data_batch_2"],
+        "test_batches": ["cifar-x/test_batch"],
+        "files": {"archive": {"urls": ["file:///nowhere"], "sha256": sha256(archive.read_bytes())}},
+    }
     return decl, archive, {name: batch for name, (_, batch) in batches.items()}
 
 
@@ -143,11 +161,16 @@ def test_cifar_archive_served_with_an_escaping_member_is_refused(tmp_path):
         decl["files"]["archive"]["urls"] = [server.add("/cifar.tar.gz", archive.read_bytes())]
         with pytest.raises(ValueError, match="'../../evil' would be written outside"):
             prepare("c10", decl, download_dir=downloads)
-    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == \
-        ["archive", "downloads", "downloads/c10", "downloads/c10/archive"]  # downloaded, nothing unpacked
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "archive",
+        "downloads",
+        "downloads/c10",
+        "downloads/c10/archive",
+    ]  # downloaded, nothing unpacked
 
 
 # ---- image folders (ImageNet's layout), generated with Pillow
+
 
 def image_tree(root, classes=("b_cat", "a_dog"), per_class=2, broken=None):
     from PIL import Image
@@ -194,6 +217,7 @@ def test_resize_shorter_side_then_center_crop():
     left[:, :12] = 255
     middle[:, 20:40] = 255
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         for name, pixels in (("left", left), ("middle", middle)):
             Image.fromarray(pixels).save(f"{tmp}/{name}.png")
@@ -212,14 +236,24 @@ def test_imagefolder_bad_image_fails_by_default_and_is_skipped_on_request(tmp_pa
     assert len(data.x_train) == 4
 
 
-@pytest.mark.parametrize("setup, decl, expected", [
-    (lambda r: None, {}, "root .*missing is not a folder"),
-    (lambda r: image_tree(r), {"test_dir": "validation"}, r"validation: no such folder"),
-    (lambda r: (image_tree(r), (r / "train" / "c_empty").mkdir()), {}, r"c_empty: class folder with no images"),
-    (lambda r: (image_tree(r), (r / "val" / "c_new").mkdir(), (r / "val/a_dog/img0.JPEG").rename(r / "val/c_new/x.jpg")),
-     {}, r"different class folders \(in one only: \['c_new'\]\)"),
-    (lambda r: image_tree(r), {"num_classes": 1000}, "2 class folders, but num_classes is 1000"),
-])
+@pytest.mark.parametrize(
+    "setup, decl, expected",
+    [
+        (lambda r: None, {}, "root .*missing is not a folder"),
+        (lambda r: image_tree(r), {"test_dir": "validation"}, r"validation: no such folder"),
+        (lambda r: (image_tree(r), (r / "train" / "c_empty").mkdir()), {}, r"c_empty: class folder with no images"),
+        (
+            lambda r: (
+                image_tree(r),
+                (r / "val" / "c_new").mkdir(),
+                (r / "val/a_dog/img0.JPEG").rename(r / "val/c_new/x.jpg"),
+            ),
+            {},
+            r"different class folders \(in one only: \['c_new'\]\)",
+        ),
+        (lambda r: image_tree(r), {"num_classes": 1000}, "2 class folders, but num_classes is 1000"),
+    ],
+)
 def test_bad_image_folders_are_named(tmp_path, setup, decl, expected):
     root = tmp_path / "missing"
     setup(root)
@@ -236,10 +270,18 @@ def test_builtin_declarations_are_valid_and_the_formats_match_the_schema():
 
 
 def test_override_merges_into_a_builtin():
-    merged = datasets.declarations({"mnist": {"files": {"train_images": {"urls": ["file:///mirror/train.gz"]}}},
-                                    "digits": {"split_seed": 3}, "cifar10": {"format": "idx"}})
+    merged = datasets.declarations(
+        {
+            "mnist": {"files": {"train_images": {"urls": ["file:///mirror/train.gz"]}}},
+            "digits": {"split_seed": 3},
+            "cifar10": {"format": "idx"},
+        }
+    )
     mnist = merged["mnist"]["files"]
-    assert mnist["train_images"] == {"urls": ["file:///mirror/train.gz"], "sha256": datasets.BUILTIN["mnist"]["files"]["train_images"]["sha256"]}
+    assert mnist["train_images"] == {
+        "urls": ["file:///mirror/train.gz"],
+        "sha256": datasets.BUILTIN["mnist"]["files"]["train_images"]["sha256"],
+    }
     assert mnist["test_labels"] == datasets.BUILTIN["mnist"]["files"]["test_labels"]
     assert merged["digits"]["split_seed"] == 3 and merged["digits"]["test_fraction"] == 0.25
     assert merged["cifar10"] == {"format": "idx"}  # another format replaces the built-in

@@ -1,4 +1,5 @@
 """Models are chains of named units; the inventory maps every parameter to exactly one unit."""
+
 import pytest
 import torch
 from torch import nn
@@ -21,10 +22,17 @@ def test_vgg_units_with_batch_norm():
     units = inventory(model)
     assert [u.name for u in units] == ["stage1.block1", "stage2.block1", "stage2.block2", "fc1", "fc2", "final_linear"]
     block = units[1]
-    assert block.params == ("stage2.block1.conv.weight", "stage2.block1.conv.bias",
-                            "stage2.block1.bn.weight", "stage2.block1.bn.bias")
-    assert set(block.buffers) == {"stage2.block1.bn.running_mean", "stage2.block1.bn.running_var",
-                                  "stage2.block1.bn.num_batches_tracked"}
+    assert block.params == (
+        "stage2.block1.conv.weight",
+        "stage2.block1.conv.bias",
+        "stage2.block1.bn.weight",
+        "stage2.block1.bn.bias",
+    )
+    assert set(block.buffers) == {
+        "stage2.block1.bn.running_mean",
+        "stage2.block1.bn.running_var",
+        "stage2.block1.bn.num_batches_tracked",
+    }
     assert model.eval()(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
     assert units[3].n_params == 8 * 2 * 2 * 16 + 16  # two pools: 8x8 -> 2x2
 
@@ -40,8 +48,10 @@ def test_build_from_config_entry_and_unknown_name():
         models.build({"name": "resnet"}, (1, 8, 8), 10)
 
 
-@pytest.mark.parametrize("name, blocks", [("vgg11", [1, 1, 2, 2, 2]), ("vgg13", [2, 2, 2, 2, 2]),
-                                          ("vgg16", [2, 2, 3, 3, 3]), ("vgg19", [2, 2, 4, 4, 4])])
+@pytest.mark.parametrize(
+    "name, blocks",
+    [("vgg11", [1, 1, 2, 2, 2]), ("vgg13", [2, 2, 2, 2, 2]), ("vgg16", [2, 2, 3, 3, 3]), ("vgg19", [2, 2, 4, 4, 4])],
+)
 def test_paper_vggs(name, blocks):
     model = models.build({"name": name, "batch_norm": True}, (3, 32, 32), 10)
     expected = [f"stage{s}.block{b}" for s, n in enumerate(blocks, 1) for b in range(1, n + 1)]
@@ -49,8 +59,10 @@ def test_paper_vggs(name, blocks):
     assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("depth, blocks, params", [(18, [2, 2, 2, 2], 11_173_962), (34, [3, 4, 6, 3], 21_282_122),
-                                                   (50, [3, 4, 6, 3], 23_520_842)])
+@pytest.mark.parametrize(
+    "depth, blocks, params",
+    [(18, [2, 2, 2, 2], 11_173_962), (34, [3, 4, 6, 3], 21_282_122), (50, [3, 4, 6, 3], 23_520_842)],
+)
 @pytest.mark.parametrize("stem, size", [("cifar", 32), ("imagenet", 64)])
 def test_paper_resnets(depth, blocks, params, stem, size):
     model = models.build({"name": f"resnet{depth}", "stem": stem}, (3, size, size), 10)
@@ -75,7 +87,7 @@ def test_fresh_state_is_a_seeded_draw_of_the_default_initializers():
     a, b, c = models.fresh_state(factory, 7), models.fresh_state(factory, 7), models.fresh_state(factory, 8)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["layer1.linear.weight"], c["layer1.linear.weight"])
-    bound = 1 / 64 ** 0.5  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    bound = 1 / 64**0.5  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     assert a["layer1.linear.weight"].abs().max() <= bound
 
 

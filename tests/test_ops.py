@@ -7,6 +7,7 @@ compiler or ninja is found. The operator tests run on the CPU and, where torch s
 library has CUDA kernels, on the GPU too: inputs drawn on the CPU, the GPU's results compared with
 the reference computed on the CPU from the same inputs.
 """
+
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from layerprobe.base.seeds import derive_seed
 from layerprobe.config.resources import toolchain_missing
 from layerprobe.config.values import ops_mode
 from layerprobe.kinds import criticality, interpolate, reinit
@@ -24,7 +26,6 @@ from layerprobe.probing.noise import normal_noise, philox4x32_10, seeds_for
 from layerprobe.probing.ops import build
 from layerprobe.probing.ops import reference as unfused
 from layerprobe.probing.variants import Variant
-from layerprobe.base.seeds import derive_seed
 
 from conftest import REPO
 
@@ -52,8 +53,12 @@ def library(tmp_path_factory):
     return path
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device"))])
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+    ]
+)
 def device(request, library):
     """Where the operator runs: the CPU, and the GPU where torch sees one and the library has CUDA kernels."""
     if not ops.has_device(request.param):
@@ -78,12 +83,18 @@ def generator(*parts):
 # The generator
 # ---------------------------------------------------------------------------------------------
 
+
 def test_philox_matches_the_published_known_answers():
     """Random123's known-answer vectors for philox4x32_10."""
-    cases = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-             ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-             ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-              (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    cases = [
+        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+        (
+            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+            (0xA4093822, 0x299F31D0),
+            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+        ),
+    ]
     for counter, key, expected in cases:
         assert tuple(int(v) for v in philox4x32_10(*counter, *key)) == expected
 
@@ -91,9 +102,14 @@ def test_philox_matches_the_published_known_answers():
 def kernel_noise(seed, stream, rows, cols, dtype, device="cpu"):
     """E as the compiled kernels draw it: x = I, W = 0, σ = 1 gives x (W + E)ᵀ = Eᵀ exactly."""
     eye = torch.eye(cols, dtype=dtype, device=device)
-    return ops.noisy_unit(eye, torch.zeros(rows, cols, dtype=dtype, device=device), None,
-                          torch.ones(1, dtype=dtype, device=device), torch.tensor([seed], device=device),
-                          stream)[0].T.cpu()
+    return ops.noisy_unit(
+        eye,
+        torch.zeros(rows, cols, dtype=dtype, device=device),
+        None,
+        torch.ones(1, dtype=dtype, device=device),
+        torch.tensor([seed], device=device),
+        stream,
+    )[0].T.cpu()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -110,8 +126,13 @@ def test_kernel_noise_is_the_reference_noise(device, dtype):
 
 def test_noise_is_standard_normal_and_independent(library):
     n_rows, n_cols, k = 200, 250, 4  # 50,000 draws per k
-    draws = ops.noisy_unit(torch.eye(n_cols, dtype=torch.float64), torch.zeros(n_rows, n_cols, dtype=torch.float64),
-                           None, torch.ones(k, dtype=torch.float64), seeds_for(99, k)).flatten(1)
+    draws = ops.noisy_unit(
+        torch.eye(n_cols, dtype=torch.float64),
+        torch.zeros(n_rows, n_cols, dtype=torch.float64),
+        None,
+        torch.ones(k, dtype=torch.float64),
+        seeds_for(99, k),
+    ).flatten(1)
     n = draws.shape[1]
     # mean ~ N(0, 1/n), variance ~ N(1, 2/n): 5 standard errors
     assert draws.mean(1).abs().max() < 5 / n**0.5
@@ -141,6 +162,7 @@ def test_same_seed_same_noise_other_seed_other_noise(library):
 def test_probe_noise_is_the_philox_noise():
     from layerprobe import models
     from layerprobe.models.units import inventory
+
     model = models.fcn((6,), 3, depth=1, width=5)
     units = inventory(model)
     final = model.state_dict()
@@ -154,11 +176,16 @@ def test_probe_noise_is_the_philox_noise():
 # The operators against their references
 # ---------------------------------------------------------------------------------------------
 
+
 def head_inputs(v, n, c, f, dtype, seed=0):
     g = generator("head", v, n, c, f, seed)
-    return (torch.randn(v, n, f, generator=g, dtype=dtype), torch.randn(c, f, generator=g, dtype=dtype),
-            torch.randn(c, generator=g, dtype=dtype), torch.randint(0, c, (n,), generator=g),
-            torch.randint(0, c, (n,), generator=g))
+    return (
+        torch.randn(v, n, f, generator=g, dtype=dtype),
+        torch.randn(c, f, generator=g, dtype=dtype),
+        torch.randn(c, generator=g, dtype=dtype),
+        torch.randint(0, c, (n,), generator=g),
+        torch.randint(0, c, (n,), generator=g),
+    )
 
 
 def assert_head_equal(actual, expected, dtype, device="cpu"):
@@ -167,7 +194,9 @@ def assert_head_equal(actual, expected, dtype, device="cpu"):
     assert actual[0].dtype == actual[2].dtype == torch.int64 and actual[1].dtype == torch.float64
     actual = cpu(actual)
     if device != "cpu" and dtype == torch.float32:
-        assert (actual[0] - expected[0]).abs().max(initial=0) <= 2 and (actual[2] - expected[2]).abs().max(initial=0) <= 2
+        assert (actual[0] - expected[0]).abs().max(initial=0) <= 2 and (actual[2] - expected[2]).abs().max(
+            initial=0
+        ) <= 2
         torch.testing.assert_close(actual[1], expected[1], rtol=1e-5, atol=1e-6)
         return
     assert torch.equal(actual[0], expected[0]) and torch.equal(actual[2], expected[2])
@@ -179,8 +208,18 @@ def assert_head_equal(actual, expected, dtype, device="cpu"):
 # several whole-variant tiles need V > T // N: (5, 100, 1000, 9) has 3 on the CPU (2 variants
 # each, the last one short), (300, 1001, 2, 5) 3 on the CPU (130 each), (5, 3400, 1000, 8) 2 on
 # CUDA (4 each; on the CPU it is rows of one variant per tile, like (2, 26215, 10, 4)).
-HEAD_SIZES = [(1, 1, 2, 3), (3, 37, 10, 17), (7, 1001, 2, 5), (2, 300, 1000, 9), (2, 26215, 10, 4), (0, 5, 3, 2),
-              (5, 100, 1000, 9), (40, 1001, 2, 5), (300, 1001, 2, 5), (5, 3400, 1000, 8)]
+HEAD_SIZES = [
+    (1, 1, 2, 3),
+    (3, 37, 10, 17),
+    (7, 1001, 2, 5),
+    (2, 300, 1000, 9),
+    (2, 26215, 10, 4),
+    (0, 5, 3, 2),
+    (5, 100, 1000, 9),
+    (40, 1001, 2, 5),
+    (300, 1001, 2, 5),
+    (5, 3400, 1000, 8),
+]
 
 
 def head_tiles(v, n, c, device):
@@ -232,8 +271,11 @@ def test_head_eval_rejects_bad_input(device):
 
 def linear_inputs(b, i, o, dtype, seed=0):
     g = generator("linear", b, i, o, seed)
-    return (torch.randn(b, i, generator=g, dtype=dtype), torch.randn(o, i, generator=g, dtype=dtype),
-            torch.randn(o, generator=g, dtype=dtype))
+    return (
+        torch.randn(b, i, generator=g, dtype=dtype),
+        torch.randn(o, i, generator=g, dtype=dtype),
+        torch.randn(o, generator=g, dtype=dtype),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -246,8 +288,11 @@ def test_interp_unit_equals_reference(device, dtype, b, i, o, k, activation):
     for biases in ((b0, b1), (None, None)):
         actual = ops.interp_unit(*on(device, x, w0, biases[0], w1, biases[1], alphas), activation)
         assert actual.shape == (k, b, o) and actual.device.type == device
-        torch.testing.assert_close(actual.cpu(), unfused.interp_unit_reference(x, w0, biases[0], w1, biases[1], alphas,
-                                                                           activation), **tolerance(dtype, i))
+        torch.testing.assert_close(
+            actual.cpu(),
+            unfused.interp_unit_reference(x, w0, biases[0], w1, biases[1], alphas, activation),
+            **tolerance(dtype, i),
+        )
     with pytest.raises(ValueError, match="activation must be 'none' or 'relu'"):
         ops.interp_unit(*on(device, x, w0, b0, w1, b1, alphas), "tanh")
     with pytest.raises(ValueError, match="give both biases or neither"):
@@ -264,12 +309,16 @@ def test_noisy_unit_equals_reference(device, dtype, b, i, o, k):
     for bias_ in (bias, None):
         actual = ops.noisy_unit(*on(device, x, w, bias_, sigmas, seeds), 3)
         assert actual.shape == (k, b, o) and actual.device.type == device
-        torch.testing.assert_close(actual.cpu(), unfused.noisy_unit_reference(x, w, bias_, sigmas, seeds, 3),
-                                   **tolerance(dtype, i))
+        torch.testing.assert_close(
+            actual.cpu(), unfused.noisy_unit_reference(x, w, bias_, sigmas, seeds, 3), **tolerance(dtype, i)
+        )
     if device != "cpu":  # the engine passes the seeds from the host
-        torch.testing.assert_close(ops.noisy_unit(*on(device, x, w, bias, sigmas), seeds, 3).cpu(),
-                                   unfused.noisy_unit_reference(x, w, bias, sigmas, seeds, 3), **tolerance(dtype, i))
-    with pytest.raises(ValueError, match=r"seeds must have shape \(%d\)" % k):
+        torch.testing.assert_close(
+            ops.noisy_unit(*on(device, x, w, bias, sigmas), seeds, 3).cpu(),
+            unfused.noisy_unit_reference(x, w, bias, sigmas, seeds, 3),
+            **tolerance(dtype, i),
+        )
+    with pytest.raises(ValueError, match=rf"seeds must have shape \({k}\)"):
         ops.noisy_unit(*on(device, x, w, bias, sigmas, seeds[:0] if k else torch.zeros(1, dtype=torch.int64)), 0)
 
 
@@ -279,14 +328,20 @@ def test_opcheck(device):
     x, w0, b0 = linear_inputs(6, 4, 3, torch.float64)
     _, w1, b1 = linear_inputs(6, 4, 3, torch.float64, seed=1)
     alphas = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
-    samples = [(torch.ops.layerprobe.head_eval.default, (hidden, weight, bias, labels, ref)),
-               (torch.ops.layerprobe.head_eval.default, (hidden.double(), weight.double(), None, labels, ref)),
-               (torch.ops.layerprobe.interp_unit.default, (x, w0, b0, w1, b1, alphas, "relu")),
-               (torch.ops.layerprobe.interp_unit.default, (x.float(), w0.float(), None, w1.float(), None,
-                                                           alphas.float(), "none")),
-               (torch.ops.layerprobe.noisy_unit.default, (x, w0, b0, alphas, torch.tensor([1, 2, 3]), 0)),
-               (torch.ops.layerprobe.noisy_unit.default, (x.float(), w0.float(), None, alphas.float(),
-                                                          torch.tensor([4, 5, 6]), 2))]
+    samples = [
+        (torch.ops.layerprobe.head_eval.default, (hidden, weight, bias, labels, ref)),
+        (torch.ops.layerprobe.head_eval.default, (hidden.double(), weight.double(), None, labels, ref)),
+        (torch.ops.layerprobe.interp_unit.default, (x, w0, b0, w1, b1, alphas, "relu")),
+        (
+            torch.ops.layerprobe.interp_unit.default,
+            (x.float(), w0.float(), None, w1.float(), None, alphas.float(), "none"),
+        ),
+        (torch.ops.layerprobe.noisy_unit.default, (x, w0, b0, alphas, torch.tensor([1, 2, 3]), 0)),
+        (
+            torch.ops.layerprobe.noisy_unit.default,
+            (x.float(), w0.float(), None, alphas.float(), torch.tensor([4, 5, 6]), 2),
+        ),
+    ]
     for op, args in samples:
         torch.library.opcheck(op, tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args))
 
@@ -294,6 +349,7 @@ def test_opcheck(device):
 # ---------------------------------------------------------------------------------------------
 # The engine with the operators on and off
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def counted(library, monkeypatch):
@@ -305,6 +361,7 @@ def counted(library, monkeypatch):
         def wrapper(*args, _name=name, _original=original):
             calls[_name] += 1
             return _original(*args)
+
         monkeypatch.setattr(ops, name, wrapper)
     return calls
 
@@ -312,6 +369,7 @@ def counted(library, monkeypatch):
 @pytest.mark.parametrize("name", ["fcn", "vgg_bn"])
 def test_engine_results_equal_with_ops_on_and_off(counted, name):
     from test_engine import assert_same_rows, every_probe, setting
+
     model, units, checkpoints, source, splits = setting(name)
     variants = every_probe(units)
     off = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
@@ -325,10 +383,14 @@ def test_engine_results_equal_with_ops_on_and_off(counted, name):
 
 def test_engine_in_float32_with_ops_matches_within_one_prediction(counted):
     from test_engine import assert_same_rows, setting
+
     model, units, checkpoints, source, splits = setting("fcn", torch.float32)
     seeds = {(u.name, 0, 0, 0): derive_seed("f32", u.name) for u in units}
-    variants = (reinit.describe(units, [0, 1]) + interpolate.describe(units, [0.0, 0.5, 1.0])
-                + criticality.describe(units, [0.5], [0.1], seeds))
+    variants = (
+        reinit.describe(units, [0, 1])
+        + interpolate.describe(units, [0.0, 0.5, 1.0])
+        + criticality.describe(units, [0.5], [0.1], seeds)
+    )
     off = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu")
     on = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu", ops=True)
     assert_same_rows(off, on, loss_rel=1e-4, error_slack=1 / 41)
@@ -336,11 +398,21 @@ def test_engine_in_float32_with_ops_matches_within_one_prediction(counted):
 
 def test_ops_must_be_loaded_for_the_engine(library):
     from test_engine import setting
+
     model, units, checkpoints, source, splits = setting("fcn")
     if not torch.cuda.is_available():  # asking for CUDA where there is none is named first
         with pytest.raises(RuntimeError, match="device 'cuda' asked for, but this machine has no CUDA device"):
-            engine.evaluate(model, units, reinit.describe(units, [0]), checkpoints[5], source, splits, "same_source",
-                            device="cuda", ops=True)
+            engine.evaluate(
+                model,
+                units,
+                reinit.describe(units, [0]),
+                checkpoints[5],
+                source,
+                splits,
+                "same_source",
+                device="cuda",
+                ops=True,
+            )
     assert ops.resolve("off") is False and ops.resolve(True) is True and ops.resolve("on", device="cpu") is True
     assert ops.resolve("auto", device="cpu") is False  # on a CPU, auto keeps the (as fast) PyTorch path
     with pytest.raises(ValueError, match="engine.ops must be one of"):
@@ -363,6 +435,7 @@ class Tanh(torch.nn.Linear):
 
 def test_engine_runs_a_linear_subclass_by_its_own_forward(counted):
     from test_engine import assert_same_rows, every_probe, setting
+
     model, units, checkpoints, source, splits = setting("fcn")
     for module in model.modules():
         if type(module) is torch.nn.Linear:
@@ -370,20 +443,32 @@ def test_engine_runs_a_linear_subclass_by_its_own_forward(counted):
     variants = every_probe(units)
     expected = reference.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source")
     for fused in (False, True):
-        actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu",
-                                 ops=fused)
+        actual = engine.evaluate(
+            model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu", ops=fused
+        )
         assert_same_rows(expected, actual)
     assert counted == dict.fromkeys(ops.OPS, 0)  # nothing fused: every layer is a Tanh
 
 
 def test_resolve_without_a_library(tmp_path):
     """In a fresh process (nothing loaded): auto falls back, on names the missing file and the rule."""
-    code = ("import sys; from layerprobe.probing import ops\n"
-            "assert ops.resolve('auto', sys.argv[1]) is False and ops.resolve('off') is False\n"
-            "try:\n    ops.resolve('on', sys.argv[1])\nexcept ops.OpsUnavailable as err:\n    print(err)\n")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.so")], capture_output=True,
-                            text=True, timeout=120, env={"PYTHONPATH": os.pathsep.join(  # the caller's too: wheels may lie there
-                                str(p) for p in [REPO, os.environ.get("PYTHONPATH")] if p), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys; from layerprobe.probing import ops\n"
+        "assert ops.resolve('auto', sys.argv[1]) is False and ops.resolve('off') is False\n"
+        "try:\n    ops.resolve('on', sys.argv[1])\nexcept ops.OpsUnavailable as err:\n    print(err)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "missing.so")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PYTHONPATH": os.pathsep.join(  # the caller's too: wheels may lie there
+                str(p) for p in [REPO, os.environ.get("PYTHONPATH")] if p
+            ),
+            "PATH": "/usr/bin:/bin",
+        },
+    )
     assert result.returncode == 0, result.stderr
     assert "missing.so do not exist" in result.stdout and "build_ops" in result.stdout
 
@@ -391,6 +476,7 @@ def test_resolve_without_a_library(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Building
 # ---------------------------------------------------------------------------------------------
+
 
 def test_arch_list_from_torchs_own_architectures():
     assert build.arch_list(["sm_80", "sm_90", "sm_90a", "compute_90", "sm_100", "sm_120"]) == "8.0;9.0;9.0a;10.0;12.0"
@@ -400,12 +486,14 @@ def test_arch_list_from_torchs_own_architectures():
 def fake_build(monkeypatch, tmp_path, *, cuda_version, gpus, arch_env=None):
     """ops.build with cpp_extension.load replaced: what it was given, and TORCH_CUDA_ARCH_LIST then."""
     from torch.utils import cpp_extension
+
     seen = {}
 
     def load(**kwargs):
         seen.update(kwargs, arch_list=os.environ.get("TORCH_CUDA_ARCH_LIST"))
         (Path(kwargs["build_directory"]) / "layerprobe_ops.so").write_bytes(b"")
         return None
+
     monkeypatch.setattr(cpp_extension, "load", load)
     monkeypatch.setattr(torch.version, "cuda", cuda_version)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
@@ -435,9 +523,21 @@ def test_build_without_a_visible_gpu_compiles_for_torchs_architectures(monkeypat
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: the CUDA kernels cannot be compiled")
 def test_every_cu_file_compiles_with_nvcc(tmp_path):
     for source in sorted((REPO / "csrc").glob("*.cu")):
-        result = subprocess.run(["nvcc", "-c", "-arch=sm_90", "-I", str(REPO / "csrc"), str(source),
-                                 "-o", str(tmp_path / (source.stem + ".o"))], capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            [
+                "nvcc",
+                "-c",
+                "-arch=sm_90",
+                "-I",
+                str(REPO / "csrc"),
+                str(source),
+                "-o",
+                str(tmp_path / (source.stem + ".o")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
 
 
@@ -451,6 +551,7 @@ def test_cuda_sources_include_no_torch_headers():
 def test_workflow_builds_once_and_a_kernel_edit_reruns_build_and_probes(library, tmp_path):
     """The build rule runs once, the probe job loads its library, and a csrc edit reruns both."""
     import yaml
+
     tree = tmp_path / "repo"
     tree.mkdir()
     for name in ("Snakefile", "rules", "pyscripts", "layerprobe", "csrc", "envs", "report"):
@@ -462,8 +563,12 @@ def test_workflow_builds_once_and_a_kernel_edit_reruns_build_and_probes(library,
     shutil.copy(REPO / "layerprobe" / "config" / "schema.yaml", tree / "schemas" / "config.schema.yaml")
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     config["runs"] = config["runs"][:1]
-    config["probes"] = {"rerandomize": {"enabled": False}, "interpolate": {"alphas": 3},
-                        "criticality": {"enabled": False}, "joint": {"enabled": False}}
+    config["probes"] = {
+        "rerandomize": {"enabled": False},
+        "interpolate": {"alphas": 3},
+        "criticality": {"enabled": False},
+        "joint": {"enabled": False},
+    }
     config["engine"] = {"ops": "on", "device": "cpu"}
     work = tmp_path / "work"
     work.mkdir()
@@ -471,9 +576,25 @@ def test_workflow_builds_once_and_a_kernel_edit_reruns_build_and_probes(library,
     target = "results/runs/fcn/probes/robustness.csv"
 
     def snakemake(*args):
-        return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"), "--directory",
-                               str(work), "--configfile", str(work / "config.yaml"), *args, target],
-                              capture_output=True, text=True, timeout=600, cwd=work)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--snakefile",
+                str(tree / "Snakefile"),
+                "--directory",
+                str(work),
+                "--configfile",
+                str(work / "config.yaml"),
+                *args,
+                target,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=work,
+        )
 
     result = snakemake("--cores", "2")
     assert result.returncode == 0, result.stdout + result.stderr

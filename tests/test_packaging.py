@@ -1,7 +1,8 @@
-"""The conda environment of the rules lists what pyproject.toml lists (with the workflow extra's tools), with the same bounds."""
-import re
-import tomllib
+"""The conda environment of the rules lists what pyproject.toml lists (with the workflow extra's tools), same bounds."""
 
+import re
+
+import tomllib
 import yaml
 
 from layerprobe.results import tables
@@ -20,7 +21,9 @@ def test_conda_env_matches_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = dict(requirement(r) for r in project["dependencies"])
     # ... and the workflow's own tools (the env runs rules, not Snakemake itself).
-    wanted |= dict(requirement(r) for r in project["optional-dependencies"]["workflow"] if not r.startswith("snakemake"))
+    wanted |= dict(
+        requirement(r) for r in project["optional-dependencies"]["workflow"] if not r.startswith("snakemake")
+    )
     env = yaml.safe_load((REPO / "envs" / "layerprobe.yaml").read_text())["dependencies"]
     conda = dict(requirement(d) for d in env if isinstance(d, str) and not d.startswith(("python", "pip")))
     pip = dict(requirement(d) for entry in env if isinstance(entry, dict) for d in entry["pip"])

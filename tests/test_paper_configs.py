@@ -1,4 +1,5 @@
 """configs/paper-*.yaml: each validates and dry-runs with the jobs its experiments need."""
+
 import pytest
 import yaml
 
@@ -36,8 +37,13 @@ def test_mnist_config_is_f1_f2_and_a_sweep_with_seeds(tmp_path):
     assert {(d, w) for d in (1, 3, 5) for w in (64, 256, 1024)} <= shapes
     jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
     n = len(runs)
-    assert {k: jobs[k] for k in ("download", "data", "train", "probe", "aggregate")} == \
-        {"download": 4, "data": 1, "train": n, "probe": n, "aggregate": 1}
+    assert {k: jobs[k] for k in ("download", "data", "train", "probe", "aggregate")} == {
+        "download": 4,
+        "data": 1,
+        "train": n,
+        "probe": n,
+        "aggregate": 1,
+    }
     assert jobs["criticality_figure"] == n and jobs["interpolation_figure"] == 2 * n
 
 
@@ -74,6 +80,11 @@ def test_imagenet_config_requires_its_folder_and_plans_resnet50(tmp_path):
 def test_imagenet_folder_given_on_the_command_line_as_the_readme_says(tmp_path):
     (tmp_path / "imagenet" / "train").mkdir(parents=True)
     (tmp_path / "imagenet" / "val").mkdir()
-    result = snakemake(tmp_path, load("paper-imagenet.yaml"), "-n",
-                       "--config", f"datasets={{imagenet: {{root: {tmp_path / 'imagenet'}}}}}")
+    result = snakemake(
+        tmp_path,
+        load("paper-imagenet.yaml"),
+        "-n",
+        "--config",
+        f"datasets={{imagenet: {{root: {tmp_path / 'imagenet'}}}}}",
+    )
     assert planned_jobs(result)["data"] == 1

@@ -1,4 +1,5 @@
 """Re-initialization and re-randomization of a trained run, checked against models loaded by hand."""
+
 import copy
 
 import pytest
@@ -14,16 +15,34 @@ from layerprobe.study import run_columns
 
 from conftest import SCHEMA, model_factory, tiny_run
 
-CONFIG = validate({"runs": [{"name": "r", "dataset": "digits", "model": {"name": "fcn"}, "checkpoints": [1]}],
-                   "probes": {"rerandomize": {"draws": 3, "seed": 5}, "interpolate": {"enabled": False},
-                              "criticality": {"enabled": False}, "joint": {"enabled": False}}}, SCHEMA)
+CONFIG = validate(
+    {
+        "runs": [{"name": "r", "dataset": "digits", "model": {"name": "fcn"}, "checkpoints": [1]}],
+        "probes": {
+            "rerandomize": {"draws": 3, "seed": 5},
+            "interpolate": {"enabled": False},
+            "criticality": {"enabled": False},
+            "joint": {"enabled": False},
+        },
+    },
+    SCHEMA,
+)
 SETTINGS = CONFIG["probes"]
 
 
 def probe_run(trained, digits):
     run, factory, states, _ = trained
-    return study.probe_run(factory, states, digits.splits(), SETTINGS, run_columns(run), digits.num_classes,
-                           categories=CONFIG["categories"], device="cpu", progress=False)
+    return study.probe_run(
+        factory,
+        states,
+        digits.splits(),
+        SETTINGS,
+        run_columns(run),
+        digits.num_classes,
+        categories=CONFIG["categories"],
+        device="cpu",
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +63,23 @@ def test_table_shape(tables, trained):
     n_labels = len(inventory(factory())) + 1  # units + fullmodel
     assert len(rob[rob.probe == "reinit"]) == n_labels * len(states) * 2
     assert len(rob[rob.probe == "rerandomize"]) == n_labels * 3 * 2
-    assert set(rob.columns) >= {"run", "dataset", "model", "seed", "probe", "unit", "checkpoint", "alpha", "sigma",
-                                "draw", "split", "error", "loss", "agreement", "n"}
+    assert set(rob.columns) >= {
+        "run",
+        "dataset",
+        "model",
+        "seed",
+        "probe",
+        "unit",
+        "checkpoint",
+        "alpha",
+        "sigma",
+        "draw",
+        "split",
+        "error",
+        "loss",
+        "agreement",
+        "n",
+    }
     assert rob["alpha"].isna().all() and rob["sigma"].isna().all()
 
 
@@ -69,11 +103,14 @@ def test_reinit_matches_loading_the_unit_by_hand(tables, trained, digits):
         model.load_state_dict(states[4])
         original = {k: v.clone() for k, v in model.state_dict().items()}
         prefix = unit + "."
-        model.unit(unit).load_state_dict({k[len(prefix):]: v for k, v in states[0].items() if k.startswith(prefix)})
+        model.unit(unit).load_state_dict({k[len(prefix) :]: v for k, v in states[0].items() if k.startswith(prefix)})
         expected = classify(model.eval(), *digits.split("test"))
         row = rob[(rob.probe == "reinit") & (rob.unit == unit) & (rob.checkpoint == 0) & (rob.split == "test")].iloc[0]
         assert row["error"] == expected["error"] and row["loss"] == pytest.approx(expected["loss"], rel=1e-6)
-        reference_pred = classify(lambda x: torch.func.functional_call(model, original, (x,)), *digits.split("test"))
+        reference_pred = classify(
+            lambda x, model=model, original=original: torch.func.functional_call(model, original, (x,)),
+            *digits.split("test"),
+        )
         assert row["agreement"] == (expected["predictions"] == reference_pred["predictions"]).double().mean().item()
 
 
@@ -125,7 +162,9 @@ def test_bn_stats_policy(digits):
     assert torch.equal(same["fc1.linear.weight"], final["fc1.linear.weight"])
     with pytest.raises(ValueError, match="bn_stats"):
         compose.compose(variant, units, final, source, "fresh")
-    rows = reference.evaluate(model, units, [variant], final, lambda key: source, {"test": digits.split("test")}, "trained")
+    rows = reference.evaluate(
+        model, units, [variant], final, lambda key: source, {"test": digits.split("test")}, "trained"
+    )
     assert rows[0]["bn_stats"] == "trained" and 0 <= rows[0]["error"] <= 1
 
 
@@ -133,9 +172,18 @@ def test_subset_evaluates_the_same_seeded_examples_with_the_transform(trained, d
     run, factory, states, _ = trained
     settings = copy.deepcopy(SETTINGS) | {"subset": {"train": 100}}
     raw = {name: digits.raw(name) for name in ("test", "train")}
-    got = study.probe_run(factory, states, raw, settings, run_columns(run), digits.num_classes,
-                          categories=CONFIG["categories"], device="cpu", progress=False,
-                          transform=digits.normalize)["robustness"]
+    got = study.probe_run(
+        factory,
+        states,
+        raw,
+        settings,
+        run_columns(run),
+        digits.num_classes,
+        categories=CONFIG["categories"],
+        device="cpu",
+        progress=False,
+        transform=digits.normalize,
+    )["robustness"]
     assert set(got.loc[got.split == "train", "n"]) == {100} and set(got.loc[got.split == "test", "n"]) == {450}
     # Selected from the raw images, then standardized: the same as subsampling standardized inputs.
     x, y = study.subsample(*digits.split("train"), 100, "probe subset", settings["subset_seed"], "train")
@@ -144,5 +192,14 @@ def test_subset_evaluates_the_same_seeded_examples_with_the_transform(trained, d
     final = got[(got.unit == FULLMODEL) & (got.checkpoint == max(states)) & (got.split == "train")]
     assert final.error.iloc[0] == classify(model.eval(), x, y)["error"]
     with pytest.raises(ValueError, match=r"probes.subset: no data for split\(s\) \['valid'\]"):
-        study.probe_run(factory, states, raw, SETTINGS | {"subset": {"valid": 5}}, run_columns(run),
-                        digits.num_classes, categories=CONFIG["categories"], device="cpu", progress=False)
+        study.probe_run(
+            factory,
+            states,
+            raw,
+            SETTINGS | {"subset": {"valid": 5}},
+            run_columns(run),
+            digits.num_classes,
+            categories=CONFIG["categories"],
+            device="cpu",
+            progress=False,
+        )

@@ -1,16 +1,18 @@
 """Named training recipes in the config, and the device-side augmentation they switch on."""
+
 import pytest
 import torch
 
-from layerprobe.config import recipes
+from layerprobe.config import ConfigError, recipes, validate
 from layerprobe.training import augment
-from layerprobe.config import ConfigError, validate
 
 from conftest import SCHEMA
 
 
 def config_with(train, declared=None) -> dict:
-    config = {"runs": [{"name": "r", "dataset": "digits", "model": {"name": "fcn"}, "train": train, "checkpoints": [1]}]}
+    config = {
+        "runs": [{"name": "r", "dataset": "digits", "model": {"name": "fcn"}, "train": train, "checkpoints": [1]}]
+    }
     if declared is not None:
         config["recipes"] = declared
     return config
@@ -23,7 +25,7 @@ def error_of(config) -> str:
 
 
 def test_paper_recipes_exist_with_their_settings():
-    known = recipes.builtin()
+    known = recipes.BUILTIN
     assert {"default", "mnist-sgd", "cifar-sgd", "imagenet-sgd"} <= set(known)
     cifar = recipes.resolve({"recipe": "cifar-sgd"})
     assert (cifar["lr"], cifar["momentum"], cifar["weight_decay"], cifar["batch_size"]) == (0.1, 0.9, 5e-4, 128)
@@ -39,7 +41,7 @@ def test_paper_recipes_exist_with_their_settings():
 
 def test_a_run_without_recipe_keeps_the_historic_defaults():
     run = validate(config_with({"epochs": 10, "lr_milestones": [5]}), SCHEMA)["runs"][0]
-    assert run["train"] == {**recipes.builtin()["default"], "recipe": "default", "epochs": 10, "lr_milestones": [5]}
+    assert run["train"] == {**recipes.BUILTIN["default"], "recipe": "default", "epochs": 10, "lr_milestones": [5]}
 
 
 def test_a_run_overrides_its_recipe_and_nested_augment_keys_merge():
@@ -58,20 +60,31 @@ def test_declared_recipes_build_on_others():
     assert recipes.for_training(train) == train  # the library takes a validated config's settings as they are
 
 
-@pytest.mark.parametrize("train, declared, expected", [
-    ({"recipe": "cifar"}, None, ["runs[0].train.recipe: unknown recipe 'cifar'", "cifar-sgd, default, imagenet-sgd, mnist-sgd"]),
-    ({"recipe": "mine"}, {"mine": {"recipe": "nope"}}, ["recipes.mine.recipe: unknown recipe 'nope'"]),
-    ({"recipe": "a"}, {"a": {"recipe": "b"}, "b": {"recipe": "a"}}, ["in a cycle (a -> b -> a)"]),
-    ({}, {"cifar-sgd": {"lr": 1.0}}, ["recipes.cifar-sgd", "built-in recipe"]),
-    ({}, {"mine": {"lrr": 1.0}}, ["recipes.mine", "'lrr' was unexpected"]),
-    ({"recipe": "cifar-sgd", "augment": {"crop": 4}}, None, ["runs[0].train.augment", "'crop' was unexpected"]),
-    ({"precision": "fp16"}, None, ["runs[0].train.precision", "'fp16' is not one of"]),
-    ({"device": "gpu"}, None, ["runs[0].train.device", "does not match"]),
-    ({"device": "cpu", "precision": "bf16"}, None, ["runs[0].train.precision: bf16 is autocast on CUDA only"]),
-    ({"recipe": "imagenet-sgd", "epochs": 50}, None, ["runs[0].train.lr_milestones: [60, 80] lie beyond train.epochs = 50"]),
-    ({"momentum": 0, "nesterov": True}, None, ["runs[0].train.nesterov", "momentum > 0"]),
-    ({"recipe": 3}, None, ["runs[0].train.recipe", "not of type 'string'"]),
-])
+@pytest.mark.parametrize(
+    "train, declared, expected",
+    [
+        (
+            {"recipe": "cifar"},
+            None,
+            ["runs[0].train.recipe: unknown recipe 'cifar'", "cifar-sgd, default, imagenet-sgd, mnist-sgd"],
+        ),
+        ({"recipe": "mine"}, {"mine": {"recipe": "nope"}}, ["recipes.mine.recipe: unknown recipe 'nope'"]),
+        ({"recipe": "a"}, {"a": {"recipe": "b"}, "b": {"recipe": "a"}}, ["in a cycle (a -> b -> a)"]),
+        ({}, {"cifar-sgd": {"lr": 1.0}}, ["recipes.cifar-sgd", "built-in recipe"]),
+        ({}, {"mine": {"lrr": 1.0}}, ["recipes.mine", "'lrr' was unexpected"]),
+        ({"recipe": "cifar-sgd", "augment": {"crop": 4}}, None, ["runs[0].train.augment", "'crop' was unexpected"]),
+        ({"precision": "fp16"}, None, ["runs[0].train.precision", "'fp16' is not one of"]),
+        ({"device": "gpu"}, None, ["runs[0].train.device", "does not match"]),
+        ({"device": "cpu", "precision": "bf16"}, None, ["runs[0].train.precision: bf16 is autocast on CUDA only"]),
+        (
+            {"recipe": "imagenet-sgd", "epochs": 50},
+            None,
+            ["runs[0].train.lr_milestones: [60, 80] lie beyond train.epochs = 50"],
+        ),
+        ({"momentum": 0, "nesterov": True}, None, ["runs[0].train.nesterov", "momentum > 0"]),
+        ({"recipe": 3}, None, ["runs[0].train.recipe", "not of type 'string'"]),
+    ],
+)
 def test_bad_recipes_are_named_before_any_work(train, declared, expected):
     message = error_of(config_with(train, declared))
     for fragment in expected:
@@ -79,8 +92,19 @@ def test_bad_recipes_are_named_before_any_work(train, declared, expected):
 
 
 def test_checkpoints_are_checked_against_the_recipe_length():
-    message = error_of({"runs": [{"name": "r", "dataset": "digits", "model": {"name": "fcn"},
-                                  "train": {"recipe": "imagenet-sgd"}, "checkpoints": [100]}]})
+    message = error_of(
+        {
+            "runs": [
+                {
+                    "name": "r",
+                    "dataset": "digits",
+                    "model": {"name": "fcn"},
+                    "train": {"recipe": "imagenet-sgd"},
+                    "checkpoints": [100],
+                }
+            ]
+        }
+    )
     assert "runs[0].checkpoints" in message and "0..90" in message
 
 
@@ -89,8 +113,9 @@ def test_batched_crop_flip_equals_the_per_sample_loop(padding, flip):
     x = torch.randint(0, 256, (50, 3, 10, 12), dtype=torch.uint8)
     generator = torch.Generator().manual_seed(padding)
     top, left, flips = augment.draw(len(x), padding, flip, generator)
-    assert torch.equal(augment.apply(x, padding, top, left, flips),
-                       augment.crop_flip_reference(x, padding, top, left, flips))
+    assert torch.equal(
+        augment.apply(x, padding, top, left, flips), augment.crop_flip_reference(x, padding, top, left, flips)
+    )
     assert int(top.max()) <= 2 * padding and bool(flips.any()) == flip
 
 

@@ -1,5 +1,6 @@
 """Training: checkpoints at the right epochs, bitwise reproducible, resumable after a kill, loud on divergence,
 bad recipes and bad files."""
+
 import json
 import math
 import os
@@ -143,14 +144,23 @@ else:  # hang after epoch stop_at's resume state, before its checkpoint file
             hang()
         return save(directory, epoch, *args, **kwargs)
     checkpoints.save = slow
-train.train(models.factory(run["model"], data.input_shape, data.num_classes), data, run["train"], run["seed"], folder, run["checkpoints"], progress=False)
+factory = models.factory(run["model"], data.input_shape, data.num_classes)
+train.train(factory, data, run["train"], run["seed"], folder, run["checkpoints"], progress=False)
 """
 
 
 def augmented_run(**train_settings) -> dict:
     run = tiny_run(name="vgg", stages=[[4]], fc=[8], batch_norm=True)
-    run["train"] = {"recipe": "cifar-sgd", "epochs": 6, "batch_size": 64, "lr_milestones": [3], "lr": 0.05,
-                    "augment": {"crop_padding": 1}, "device": "cpu", **train_settings}  # 8x8 digits: pad 1
+    run["train"] = {
+        "recipe": "cifar-sgd",
+        "epochs": 6,
+        "batch_size": 64,
+        "lr_milestones": [3],
+        "lr": 0.05,
+        "augment": {"crop_padding": 1},
+        "device": "cpu",
+        **train_settings,
+    }  # 8x8 digits: pad 1
     run["checkpoints"] = [2, 4]
     return run
 
@@ -160,8 +170,9 @@ def killed_then_resumed(tmp_path, digits, run, stop_at, where):
     dataset.save(digits, data)
     script = CHILD.format(recipe=repr(run))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", script, str(folder), str(marker), str(stop_at), where, str(data)],
-                             env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(folder), str(marker), str(stop_at), where, str(data)], env=env
+    )
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -176,8 +187,9 @@ def killed_then_resumed(tmp_path, digits, run, stop_at, where):
     assert not (folder / checkpoints.MANIFEST).exists() and (folder / checkpoints.RESUME).exists()
     before = {p.name: p.read_bytes() for p in folder.glob("epoch_*.pt")}
     torch.set_num_threads(1)
-    log = train.train(model_factory(run, digits), digits, run["train"], run["seed"], folder, run["checkpoints"],
-                      progress=False)
+    log = train.train(
+        model_factory(run, digits), digits, run["train"], run["seed"], folder, run["checkpoints"], progress=False
+    )
     for name, content in before.items():  # checkpoints of the killed run are kept, not rewritten
         assert (folder / name).read_bytes() == content
     return folder, log, before
@@ -199,8 +211,9 @@ def uninterrupted(tmp_path_factory, digits):
     folder = tmp_path_factory.mktemp("uninterrupted")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the killed child trains
-    log = train.train(model_factory(run, digits), digits, run["train"], run["seed"], folder, run["checkpoints"],
-                      progress=False)
+    log = train.train(
+        model_factory(run, digits), digits, run["train"], run["seed"], folder, run["checkpoints"], progress=False
+    )
     yield run, folder, log
     torch.set_num_threads(threads)
 
@@ -245,7 +258,10 @@ def test_changed_settings_train_from_scratch(tmp_path, digits, uninterrupted, mo
 def test_recipe_and_augmentation_are_recorded(uninterrupted):
     run, folder, log = uninterrupted
     payload = checkpoints.load(folder / "epoch_6.pt")
-    assert payload["train"]["recipe"] == "cifar-sgd" and payload["train"]["augment"] == {"crop_padding": 1, "flip": True}
+    assert payload["train"]["recipe"] == "cifar-sgd" and payload["train"]["augment"] == {
+        "crop_padding": 1,
+        "flip": True,
+    }
     assert payload["train"]["weight_decay"] == 5e-4
     assert log[-1]["train_error"] < log[0]["train_error"]
 
@@ -281,7 +297,14 @@ def test_eval_every_skips_evaluations_between_checkpoints(tmp_path, digits):
 
 def test_lr_reference_batch_scales_the_learning_rate(tmp_path, digits):
     run = tiny_run()
-    settings = {**run["train"], "epochs": 1, "lr_milestones": [], "lr": 0.1, "lr_reference_batch": 256, "batch_size": 64}
+    settings = {
+        **run["train"],
+        "epochs": 1,
+        "lr_milestones": [],
+        "lr": 0.1,
+        "lr_reference_batch": 256,
+        "batch_size": 64,
+    }
     log = train.train(model_factory(run, digits), digits, settings, 0, tmp_path, [], progress=False)
     assert log[1]["lr"] == pytest.approx(0.025)
 
@@ -293,13 +316,20 @@ def test_unreadable_resume_state_is_an_error_that_keeps_the_run(tmp_path, digits
     (tmp_path / checkpoints.RESUME).write_bytes(b"not a resume state")
     kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(checkpoints.CheckpointError, match="resume.pt: unreadable resume state.*delete it"):
-        train.train(model_factory(run, digits), digits, run["train"], run["seed"], tmp_path, run["checkpoints"],
-                    progress=False)
+        train.train(
+            model_factory(run, digits), digits, run["train"], run["seed"], tmp_path, run["checkpoints"], progress=False
+        )
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
 
 
 def test_clear_removes_what_a_killed_write_left(tmp_path):
-    for name in ("epoch_0.pt", checkpoints.RESUME, ".epoch_4.pt.x1y2.tmp.pt", f".{checkpoints.RESUME}.abc.tmp.pt", "notes.txt"):
+    for name in (
+        "epoch_0.pt",
+        checkpoints.RESUME,
+        ".epoch_4.pt.x1y2.tmp.pt",
+        f".{checkpoints.RESUME}.abc.tmp.pt",
+        "notes.txt",
+    ):
         (tmp_path / name).write_bytes(b"x")
     checkpoints.clear(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
@@ -312,8 +342,9 @@ def test_cuda_training_with_augmentation_checkpoints_and_resumes(tmp_path, digit
     run = augmented_run(device="cuda", precision=precision, epochs=4, lr_milestones=[2])
     run["checkpoints"] = [2]
     factory = model_factory(run, digits)
-    whole = train.train(factory, digits, run["train"], run["seed"], tmp_path / "whole", run["checkpoints"],
-                        progress=False)
+    whole = train.train(
+        factory, digits, run["train"], run["seed"], tmp_path / "whole", run["checkpoints"], progress=False
+    )
     assert all(math.isfinite(row["train_loss"]) for row in whole) and whole[-1]["train_error"] < whole[0]["train_error"]
     save = checkpoints.save
 
@@ -325,11 +356,19 @@ def test_cuda_training_with_augmentation_checkpoints_and_resumes(tmp_path, digit
     checkpoints.save = stopped
     try:
         with pytest.raises(KeyboardInterrupt):
-            train.train(factory, digits, {**run["train"], "epochs": 4}, run["seed"], tmp_path / "resumed",
-                        [2, 3], progress=False)
+            train.train(
+                factory,
+                digits,
+                {**run["train"], "epochs": 4},
+                run["seed"],
+                tmp_path / "resumed",
+                [2, 3],
+                progress=False,
+            )
     finally:
         checkpoints.save = save
     assert (tmp_path / "resumed" / checkpoints.RESUME).exists()
-    resumed = train.train(factory, digits, {**run["train"], "epochs": 4}, run["seed"], tmp_path / "resumed", [2, 3],
-                          progress=False)
+    resumed = train.train(
+        factory, digits, {**run["train"], "epochs": 4}, run["seed"], tmp_path / "resumed", [2, 3], progress=False
+    )
     assert [r["epoch"] for r in resumed] == list(range(5)) and math.isfinite(resumed[-1]["train_loss"])

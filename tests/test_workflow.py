@@ -3,6 +3,7 @@
 One real run produces the tables, figures and report; dry runs after config edits check that
 Snakemake reruns exactly the stale rules.
 """
+
 import importlib.util
 import re
 import shutil
@@ -30,8 +31,18 @@ TINY["engine"] = {"ops": "off"}  # no compiler run here; tests/test_ops.py runs 
 
 def snakemake(folder: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(folder),
-               "--configfile", str(folder / "config.yaml"), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(folder),
+        "--configfile",
+        str(folder / "config.yaml"),
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -92,8 +103,18 @@ def test_new_probe_kinds_are_in_the_tables(workflow):
 
 def test_figures_logs_and_benchmarks_exist(workflow):
     for run in ("fcn", "vgg"):
-        for stem in ("robustness_test", "robustness_train", "distance_l2", "distance_linf", "distance_l2_rel_init",
-                     "interpolation_test", "interpolation_train", "criticality", "joint_test", "joint_train"):
+        for stem in (
+            "robustness_test",
+            "robustness_train",
+            "distance_l2",
+            "distance_linf",
+            "distance_l2_rel_init",
+            "interpolation_test",
+            "interpolation_train",
+            "criticality",
+            "joint_test",
+            "joint_train",
+        ):
             png = workflow / f"results/figures/{run}/{stem}.png"
             assert png.read_bytes().startswith(b"\x89PNG") and png.with_suffix(".pdf").stat().st_size > 0
         assert (workflow / f"logs/train/{run}.log").stat().st_size > 0
@@ -158,13 +179,72 @@ def test_bad_config_stops_before_any_work(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_config_file_is_complete_on_its_own(tmp_path):
+    """With --configfile, keys the file leaves out take the schema's defaults, not config.yaml's."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**TINY, "probes": {"criticality": {"enabled": False}}}))
+    mine = {"runs": TINY["runs"][:1], "engine": {"ops": "off"}}  # no probes section: every probe, by default
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(mine))
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "mine.yaml"),
+        "-n",
+    ]
+    jobs = planned_jobs(subprocess.run(command, capture_output=True, text=True, timeout=300))
+    assert jobs["train"] == 1 and jobs["criticality_figure"] == 1  # config.yaml's criticality: off is not inherited
+
+
+def test_without_a_config_file_the_embedded_default_runs(tmp_path):
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "-n",
+    ]
+    jobs = planned_jobs(subprocess.run(command, capture_output=True, text=True, timeout=300))
+    assert jobs["train"] == 2 and jobs["criticality_figure"] == 2
+
+
+def test_nested_command_line_values_are_typed_by_the_schema(workflow):
+    """--config hands nested values over as strings; they are read as the integers, booleans, floats and lists
+    the schema wants (the same values as the config file's: nothing to do; others: a rerun)."""
+    same = [
+        "probes={rerandomize: {enabled: true, draws: 2, seed: 0}, interpolate: {alphas: 5}}",
+        "categories={robust_max_increase: 0.02}",
+    ]
+    assert planned_jobs(snakemake(workflow, TINY, "-n", "--config", *same)) == {}
+    other = ["probes={rerandomize: {enabled: true, draws: 6, seed: 0}, criticality: {sigmas: [0.05, 0.4]}}"]
+    jobs = planned_jobs(snakemake(workflow, TINY, "-n", "--config", *other))
+    assert jobs["probe"] == 2 and "train" not in jobs
+    off = planned_jobs(snakemake(workflow, TINY, "-n", "--config", "probes={criticality: {enabled: false}}"))
+    assert off["probe"] == 2 and "criticality_figure" not in off
+    bad = snakemake(workflow, TINY, "-n", "--config", "probes={rerandomize: {draws: six}}")
+    assert bad.returncode != 0 and "probes.rerandomize.draws: 'six' is not of type 'integer'" in bad.stderr
+
+
 def test_lint_is_clean():
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"),
-                             "--directory", str(REPO)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 # --- Profiles and resources ------------------------------------------------------------------------
+
 
 def planned_resources(result: subprocess.CompletedProcess) -> dict[str, dict[str, str]]:
     """Rule name -> its jobs' resources, from a dry run's job listing."""
@@ -218,13 +298,29 @@ def test_a_cuda_run_asks_for_a_gpu_and_a_cpu_run_for_none(tmp_path):
     assert gpu[("train", "fcn")] == "1" and gpu[("probe", "fcn")] == gpu[("probe", "vgg")] == "0"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
-                    reason="snakemake-executor-plugin-slurm is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+    reason="snakemake-executor-plugin-slurm is not installed",
+)
 def test_slurm_profile_dry_run_gives_training_and_probing_a_gpu(tmp_path):
     result = snakemake(tmp_path, TINY, "-n", "--profile", str(REPO / "profiles" / "slurm"))
     resources = planned_resources(result)
     assert resources["train"]["gpu"] == "1" and resources["probe"]["gpu"] == "1"
     assert resources["train"]["runtime"] == "720" and resources["aggregate"]["mem_mb"] == "4096"
+
+
+def test_aggregation_and_figures_are_local_rules(tmp_path):
+    """They run where Snakemake runs: a cluster run submits no batch job per table or figure."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    with SnakemakeApi(OutputSettings()) as api:
+        parsed = api.workflow(resource_settings=ResourceSettings(), snakefile=REPO / "Snakefile", workdir=tmp_path,
+                              config_settings=ConfigSettings(configfiles=[tmp_path / "config.yaml"]))
+        local = set(parsed._workflow._localrules)  # the set Snakemake's executors consult
+    figures = {f"{name}_figure" for name in ("robustness", "distance", "interpolation", "criticality", "joint")}
+    assert {"download", "aggregate", *figures} == local
 
 
 def test_resources_change_reruns_nothing(workflow):

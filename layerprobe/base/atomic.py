@@ -1,12 +1,13 @@
 """Files whole or not at all (write to a temporary name beside the target, then rename), and their SHA-256."""
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager

@@ -1,20 +1,26 @@
 """Classification error, loss and agreement of one forward function on one split."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 
 @torch.no_grad()
-def classify(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-             reference: torch.Tensor | None = None, batch_size: int = 1000) -> dict:
+def classify(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    reference: torch.Tensor | None = None,
+    batch_size: int = 1000,
+) -> dict:
     """Error (0-1), mean cross-entropy, agreement with `reference` predictions, and the predictions."""
     predictions, loss_sum = [], 0.0
     for start in range(0, len(x), batch_size):
-        logits = forward(x[start:start + batch_size]).double()
-        loss_sum += F.cross_entropy(logits, y[start:start + batch_size], reduction="sum").item()
+        logits = forward(x[start : start + batch_size]).double()
+        loss_sum += F.cross_entropy(logits, y[start : start + batch_size], reduction="sum").item()
         predictions.append(logits.argmax(dim=1))
     pred = torch.cat(predictions)
     n = len(y)

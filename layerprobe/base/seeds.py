@@ -1,4 +1,5 @@
 """Every random draw gets a seed derived from named parts, so it is recorded and reproducible."""
+
 from __future__ import annotations
 
 import hashlib

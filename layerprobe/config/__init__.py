@@ -10,7 +10,7 @@ and how a config's own lay over them), `values` (grids, sizes, epochs read from 
 `resources` (what a job asks of the machine), `merge`.
 """
 
-from layerprobe.config.checks import SPLITS, load, validate
+from layerprobe.config.checks import SPLITS, validate
 from layerprobe.config.schema import SCHEMA, ConfigError, section
 from layerprobe.config.values import alpha_grid, checkpoint_epochs, parse_bytes, sigma_grid
 
@@ -20,7 +20,6 @@ __all__ = [
     "ConfigError",
     "alpha_grid",
     "checkpoint_epochs",
-    "load",
     "parse_bytes",
     "section",
     "sigma_grid",

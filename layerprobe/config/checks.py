@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import yaml
-
 from layerprobe.config import datasets, recipes
 from layerprobe.config.schema import SCHEMA, ConfigError, coerce_strings, load_schema, probe_kinds, problems
 from layerprobe.config.values import checkpoint_epochs
@@ -35,10 +33,6 @@ def validate(config: dict, schema_path: str | Path = SCHEMA, *, given: dict | No
     if messages:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages))
     return config
-
-
-def load(path: str | Path, schema_path: str | Path = SCHEMA) -> dict:
-    return validate(yaml.safe_load(Path(path).read_text()) or {}, schema_path)
 
 
 def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:

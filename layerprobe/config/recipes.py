@@ -7,9 +7,9 @@ imagenet-sgd); a config may declare more under `recipes`. A run's `train` is
 every problem (an unknown recipe or key, a wrong type, milestones beyond the training length)
 before any training starts.
 """
+
 from __future__ import annotations
 
-import copy
 from functools import cache
 from pathlib import Path
 
@@ -21,8 +21,21 @@ from layerprobe.config.schema import key_path, load_schema
 
 HERE = Path(__file__).parent
 DEFAULT = "default"
-SETTINGS = ("epochs", "batch_size", "lr", "lr_reference_batch", "momentum", "nesterov", "weight_decay",
-            "lr_milestones", "lr_gamma", "augment", "device", "precision", "eval_every")
+SETTINGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_reference_batch",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "lr_milestones",
+    "lr_gamma",
+    "augment",
+    "device",
+    "precision",
+    "eval_every",
+)
 
 
 class RecipeError(ValueError):
@@ -34,39 +47,36 @@ def _schema() -> dict:
     return load_schema()["definitions"]["train"]
 
 
-@cache
-def _builtin() -> dict:
-    return yaml.safe_load((HERE / "recipes.yaml").read_text())
-
-
-def builtin() -> dict[str, dict]:
-    """The built-in recipes, {name: full settings} (a copy)."""
-    return copy.deepcopy(_builtin())
+BUILTIN: dict[str, dict] = yaml.safe_load((HERE / "recipes.yaml").read_text())  # {name: full settings}
 
 
 def _type_problems(settings: dict, at: str, complete: bool) -> list[str]:
     schema = dict(_schema())
     if complete:
         schema["required"] = list(SETTINGS)
-        schema["properties"] = {**schema["properties"], "augment": {
-            **schema["properties"]["augment"], "required": ["crop_padding", "flip"]}}
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(settings),
-                    key=lambda e: list(map(str, e.absolute_path)))
+        schema["properties"] = {
+            **schema["properties"],
+            "augment": {**schema["properties"]["augment"], "required": ["crop_padding", "flip"]},
+        }
+    errors = sorted(
+        jsonschema.Draft7Validator(schema).iter_errors(settings), key=lambda e: list(map(str, e.absolute_path))
+    )
     return [f"{key_path(e.absolute_path, at)}: {e.message}" for e in errors]
 
 
-def problems(spec: dict | None, declared: dict | None = None,
-             where: str = "train") -> tuple[dict | None, list[str]]:
+def problems(spec: dict | None, declared: dict | None = None, where: str = "train") -> tuple[dict | None, list[str]]:
     """(the full settings or None, one message per problem) for a run's `train` spec."""
     spec, declared = dict(spec or {}), dict(declared or {})
-    messages = [f"recipes.{name}: {name!r} is a built-in recipe; give your recipe another name"
-                for name in sorted(set(declared) & set(_builtin()))]
+    messages = [
+        f"recipes.{name}: {name!r} is a built-in recipe; give your recipe another name"
+        for name in sorted(set(declared) & set(BUILTIN))
+    ]
     messages += _type_problems(spec, where, complete=False)
     for name, recipe in declared.items():
         messages += _type_problems(recipe, f"recipes.{name}", complete=False)
     if messages:
         return None, messages
-    available = {**_builtin(), **declared}
+    available = {**BUILTIN, **declared}
     layers, chain, name = [spec], [], spec.get("recipe", DEFAULT)
     while name is not None:
         if name not in available:
@@ -77,7 +87,7 @@ def problems(spec: dict | None, declared: dict | None = None,
         chain.append(name)
         recipe = available[name]
         layers.append(recipe)
-        name = recipe.get("recipe", None if name in _builtin() else DEFAULT)
+        name = recipe.get("recipe", None if name in BUILTIN else DEFAULT)
     settings = {}
     for layer in reversed(layers):
         settings = merged(settings, {k: v for k, v in layer.items() if k != "recipe"})
@@ -90,8 +100,10 @@ def problems(spec: dict | None, declared: dict | None = None,
         if settings["nesterov"] and settings["momentum"] == 0:
             messages.append(f"{where}.nesterov: Nesterov momentum needs momentum > 0")
         if settings["precision"] == "bf16" and settings["device"] == "cpu":
-            messages.append(f"{where}.precision: bf16 is autocast on CUDA only and device is 'cpu'; "
-                            "use precision fp32, or device cuda or auto")
+            messages.append(
+                f"{where}.precision: bf16 is autocast on CUDA only and device is 'cpu'; "
+                "use precision fp32, or device cuda or auto"
+            )
     return (None if messages else settings), messages
 
 
@@ -110,7 +122,7 @@ def for_training(recipe: dict) -> dict:
     pass as they are, also when they name a recipe declared in that config (kept as a label).
     """
     name = recipe.get("recipe")
-    if name is not None and name not in _builtin() and set(SETTINGS) <= set(recipe):
+    if name is not None and name not in BUILTIN and set(SETTINGS) <= set(recipe):
         settings = resolve({k: v for k, v in recipe.items() if k != "recipe"})
         return {**settings, "recipe": name}
     return resolve(recipe)

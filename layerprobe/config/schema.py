@@ -74,9 +74,13 @@ def coerce_strings(schema: dict, instance: dict, given: dict) -> None:
     validator = jsonschema.Draft7Validator(schema)
     for _ in range(100):  # each pass fixes what the schema could see; nested strings show up in later ones
         changed = False
-        for error in validator.iter_errors(instance):
+        for error in _with_context(validator.iter_errors(instance)):
             path = list(error.absolute_path)
-            if error.validator not in ("type", "enum") or not isinstance(error.instance, str) or not _within(given, path):
+            if (
+                error.validator not in ("type", "enum")
+                or not isinstance(error.instance, str)
+                or not _within(given, path)
+            ):
                 continue
             try:
                 value = yaml.safe_load(error.instance)
@@ -85,14 +89,23 @@ def coerce_strings(schema: dict, instance: dict, given: dict) -> None:
             if isinstance(value, str):
                 continue  # read as a string again: nothing to gain
             wanted = error.validator_value
-            ok = value in wanted if error.validator == "enum" else any(
-                validator.is_type(value, t) for t in ([wanted] if isinstance(wanted, str) else wanted)
+            ok = (
+                value in wanted
+                if error.validator == "enum"
+                else any(validator.is_type(value, t) for t in ([wanted] if isinstance(wanted, str) else wanted))
             )
             if ok and value != error.instance:
                 _set(instance, path, value)
                 changed = True
         if not changed:
             return
+
+
+def _with_context(errors):
+    """The errors and, recursively, those of the branches of a oneOf / anyOf they stand for."""
+    for error in errors:
+        yield error
+        yield from _with_context(error.context or ())
 
 
 def _within(given, path: list) -> bool:

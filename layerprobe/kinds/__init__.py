@@ -15,8 +15,25 @@ import importlib
 from layerprobe.config.schema import load_schema, probe_kinds
 from layerprobe.kinds.base import Context, Figure, ProbeKind, Subset, Summary, Table
 
-__all__ = ["DISTANCE_FIGURE", "Context", "Figure", "ProbeKind", "Subset", "Summary", "Table", "aggregate_settings",
-           "enabled", "figure", "figures", "get", "job_settings", "kinds", "register", "tables", "uses_categories"]
+__all__ = [
+    "DISTANCE_FIGURE",
+    "Context",
+    "Figure",
+    "ProbeKind",
+    "Subset",
+    "Summary",
+    "Table",
+    "aggregate_settings",
+    "enabled",
+    "figure",
+    "figures",
+    "get",
+    "job_settings",
+    "kinds",
+    "register",
+    "tables",
+    "uses_categories",
+]
 
 _REGISTRY: dict[str, ProbeKind] = {}
 
@@ -82,9 +99,16 @@ def _draw_distances(table, run, measure):
 
 
 # Drawn for every run whatever the probes: every probe job measures the distances.
-DISTANCE_FIGURE = Figure(rule="distance", pattern="distance_{measure}", table="distances", draw=_draw_distances,
-                         caption="distances.rst", category="Distances", label="{measure}",
-                         values=lambda probes: {"measure": ["l2", "linf", "l2_rel_init"]})
+DISTANCE_FIGURE = Figure(
+    rule="distance",
+    pattern="distance_{measure}",
+    table="distances",
+    draw=_draw_distances,
+    caption="distances.rst",
+    category="Distances",
+    label="{measure}",
+    values=lambda probes: {"measure": ["l2", "linf", "l2_rel_init"]},
+)
 
 
 def figures(probes: dict | None = None) -> list[Figure]:

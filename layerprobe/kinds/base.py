@@ -11,8 +11,9 @@ layerprobe, and a function that needs a heavy library imports it itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only
     import pandas as pd

@@ -10,7 +10,8 @@ score (∞ when no point is feasible), and the run's network criticality Σ μ.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from layerprobe.base.names import FULLMODEL
 from layerprobe.base.seeds import derive_seed
@@ -26,13 +27,33 @@ if TYPE_CHECKING:
 
 KEYS = ["run", "unit"]
 START = 0  # the checkpoint the interpolation starts from: the initialization
-COLUMNS = RUN_COLUMNS + ["unit", "alpha", "sigma", "split", "n", "samples", "mean_error", "mean_loss",
-                         "baseline_error", "baseline_loss", "measure", "threshold", "feasible", "distance_sq",
-                         "score", "chosen"]
+COLUMNS = RUN_COLUMNS + [
+    "unit",
+    "alpha",
+    "sigma",
+    "split",
+    "n",
+    "samples",
+    "mean_error",
+    "mean_loss",
+    "baseline_error",
+    "baseline_loss",
+    "measure",
+    "threshold",
+    "feasible",
+    "distance_sq",
+    "score",
+    "chosen",
+]
 
 
-def describe(units: list[Unit], alphas: Sequence[float], sigmas: Sequence[float],
-             noise_seeds: Mapping[tuple[str, int, int, int], int], start: int = START) -> list[Variant]:
+def describe(
+    units: list[Unit],
+    alphas: Sequence[float],
+    sigmas: Sequence[float],
+    noise_seeds: Mapping[tuple[str, int, int, int], int],
+    start: int = START,
+) -> list[Variant]:
     """Each unit at θ^α plus noise σ·E, for every α × σ × sample; `noise_seeds[(unit, i_α, i_σ, sample)]`
     seeds each noise draw. One more variant, the unperturbed model (fullmodel at α = 1, σ = 0), first."""
     check_alphas(alphas)
@@ -44,8 +65,19 @@ def describe(units: list[Unit], alphas: Sequence[float], sigmas: Sequence[float]
     for unit in units:
         for i, a in enumerate(alphas):
             for j, s in enumerate(sigmas):
-                out += [Variant("criticality", unit.name, (unit.name,), ("checkpoint", start),
-                                noise_seeds[(unit.name, i, j, k)], float(a), float(s), k) for k in samples]
+                out += [
+                    Variant(
+                        "criticality",
+                        unit.name,
+                        (unit.name,),
+                        ("checkpoint", start),
+                        noise_seeds[(unit.name, i, j, k)],
+                        float(a),
+                        float(s),
+                        k,
+                    )
+                    for k in samples
+                ]
     return out
 
 
@@ -53,8 +85,13 @@ def variants(ctx: Context) -> list[Variant]:
     settings = ctx.section("criticality")
     alphas, sigmas = alpha_grid(settings["alphas"]), sigma_grid(settings["sigmas"])
     base = (settings["seed"], ctx.run_seed)
-    seeds = {(u.name, i, j, k): derive_seed("criticality", *base, u.name, i, j, k)
-             for u in ctx.units for i in range(len(alphas)) for j in range(len(sigmas)) for k in range(settings["samples"])}
+    seeds = {
+        (u.name, i, j, k): derive_seed("criticality", *base, u.name, i, j, k)
+        for u in ctx.units
+        for i in range(len(alphas))
+        for j in range(len(sigmas))
+        for k in range(settings["samples"])
+    }
     return describe(ctx.units, alphas, sigmas, seeds)
 
 
@@ -62,8 +99,13 @@ def subset(settings: dict, run_seed: int) -> Subset:
     return Subset(settings["split"], settings["subset"], ("criticality subset", settings["seed"], run_seed))
 
 
-def grade(robustness: pd.DataFrame, distances: pd.DataFrame, measure: str = "loss",
-          tolerance: str = "relative", value: float = 1.01) -> pd.DataFrame:
+def grade(
+    robustness: pd.DataFrame,
+    distances: pd.DataFrame,
+    measure: str = "loss",
+    tolerance: str = "relative",
+    value: float = 1.01,
+) -> pd.DataFrame:
     """criticality.csv: every run × unit × α × σ grid point with its mean over the noise samples,
     whether it is feasible, its score α²‖θ^T − θ^0‖²/σ², and the chosen (minimal) point per unit.
 
@@ -74,15 +116,21 @@ def grade(robustness: pd.DataFrame, distances: pd.DataFrame, measure: str = "los
     rows = robustness[robustness["probe"] == "criticality"]
     keys = ["run", "split"]
     base = rows[rows["unit"] == FULLMODEL].set_index(keys)[["error", "loss"]].add_prefix("baseline_")
-    grid = (rows[rows["unit"] != FULLMODEL].groupby(["run", "unit", "alpha", "sigma", "split"], sort=False)
-            .agg(n=("n", "first"), samples=("error", "size"), mean_error=("error", "mean"), mean_loss=("loss", "mean"))
-            .reset_index())
+    grid = (
+        rows[rows["unit"] != FULLMODEL]
+        .groupby(["run", "unit", "alpha", "sigma", "split"], sort=False)
+        .agg(n=("n", "first"), samples=("error", "size"), mean_error=("error", "mean"), mean_loss=("loss", "mean"))
+        .reset_index()
+    )
     if grid.empty:
         return frame([], COLUMNS)
     moved = distances[distances["source"] == "checkpoint"]
     moved = moved[moved["checkpoint"] == moved.groupby(KEYS)["checkpoint"].transform("max")]
-    grid = (grid.join(base, on=keys).join(moved.set_index(KEYS)["l2"].pow(2).rename("distance_sq"), on=KEYS)
-            .join(robustness.groupby("run")[RUN_COLUMNS[1:]].first(), on="run"))
+    grid = (
+        grid.join(base, on=keys)
+        .join(moved.set_index(KEYS)["l2"].pow(2).rename("distance_sq"), on=KEYS)
+        .join(robustness.groupby("run")[RUN_COLUMNS[1:]].first(), on="run")
+    )
     grid["measure"] = measure
     grid["threshold"] = value * grid[f"baseline_{measure}"] if tolerance == "relative" else value
     grid["feasible"] = grid[f"mean_{measure}"] <= grid["threshold"]
@@ -104,8 +152,9 @@ def summary(units, robustness, distances, tables, section, categories):
     chosen = grid[grid["chosen"].astype(bool)].set_index(KEYS)
     measured = grid.groupby(KEYS).size().rename("grid_points")
     out = out.join(chosen[["score", "alpha", "sigma"]].add_prefix("criticality_")).join(measured)
-    out["criticality"] = out["criticality_score"].where(out["grid_points"].isna() | out["criticality_score"].notna(),
-                                                        np.inf)
+    out["criticality"] = out["criticality_score"].where(
+        out["grid_points"].isna() | out["criticality_score"].notna(), np.inf
+    )
     out["network_criticality"] = out.groupby("run")["criticality"].transform(lambda c: c.sum(min_count=1))
     return out[columns]
 
@@ -120,12 +169,29 @@ KIND = ProbeKind(
     name="criticality",
     variants=variants,
     subset=subset,
-    summary=Summary(measures=(), verdicts=("criticality", "criticality_alpha", "criticality_sigma",
-                                           "network_criticality"), compute=summary),
-    tables=(Table("criticality", COLUMNS, make=lambda robustness, distances, section: grade(
-        robustness, distances, **section["feasibility"])),),
-    figures=(Figure(rule="criticality", pattern="criticality", table="criticality", draw=draw_grid,
-                    caption="criticality.rst", category="Criticality", label="criticality"),),
+    summary=Summary(
+        measures=(),
+        verdicts=("criticality", "criticality_alpha", "criticality_sigma", "network_criticality"),
+        compute=summary,
+    ),
+    tables=(
+        Table(
+            "criticality",
+            COLUMNS,
+            make=lambda robustness, distances, section: grade(robustness, distances, **section["feasibility"]),
+        ),
+    ),
+    figures=(
+        Figure(
+            rule="criticality",
+            pattern="criticality",
+            table="criticality",
+            draw=draw_grid,
+            caption="criticality.rst",
+            category="Criticality",
+            label="criticality",
+        ),
+    ),
     job_settings=lambda section: {k: v for k, v in section.items() if k != "feasibility"},
     aggregate_settings=lambda section: {"feasibility": section["feasibility"]},
 )

@@ -5,7 +5,8 @@ The plain interpolation curve (criticality without noise); drawn as error agains
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from layerprobe.config.values import alpha_grid
 from layerprobe.kinds.base import Context, Figure, ProbeKind
@@ -18,8 +19,11 @@ if TYPE_CHECKING:
 def describe(units: list[Unit], alphas: Sequence[float], start: int = 0) -> list[Variant]:
     """Each unit, then the whole model, at (1 − α)·θ^start + α·θ^T for every α of the grid."""
     check_alphas(alphas)
-    return [Variant("interpolate", label, members, ("checkpoint", start), alpha=float(a))
-            for label, members in targets(units) for a in alphas]
+    return [
+        Variant("interpolate", label, members, ("checkpoint", start), alpha=float(a))
+        for label, members in targets(units)
+        for a in alphas
+    ]
 
 
 def variants(ctx: Context) -> list[Variant]:
@@ -32,7 +36,19 @@ def draw_curves(table, run, split):
     return figures.interpolation_curves(table, run, split)
 
 
-KIND = ProbeKind(name="interpolate", variants=variants,
-                 figures=(Figure(rule="interpolation", pattern="interpolation_{split}", table="robustness",
-                                 draw=draw_curves, caption="interpolation.rst", category="Interpolation",
-                                 label="{split} error", values=lambda probes: {"split": probes["splits"]}),))
+KIND = ProbeKind(
+    name="interpolate",
+    variants=variants,
+    figures=(
+        Figure(
+            rule="interpolation",
+            pattern="interpolation_{split}",
+            table="robustness",
+            draw=draw_curves,
+            caption="interpolation.rst",
+            category="Interpolation",
+            label="{split} error",
+            values=lambda probes: {"split": probes["splits"]},
+        ),
+    ),
+)

@@ -8,7 +8,8 @@ re-randomized with the same draws as the single units, so only when re-randomiza
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from layerprobe.base.names import FULLMODEL
 from layerprobe.kinds.base import Context, Figure, ProbeKind
@@ -54,8 +55,9 @@ def describe(sets: Sequence[tuple[str, Sequence[str]]], epochs: list[int], draw_
 def cumulative_sets(units) -> list[tuple[str, tuple[str, ...]]]:
     """Bottom-up sets (units 1..k, "up to <unit k>") then top-down sets (units k..D, "from <unit k>")."""
     names = [u.name for u in units]
-    return ([(f"up to {n}", tuple(names[:k + 1])) for k, n in enumerate(names)]
-            + [(f"from {n}", tuple(names[k:])) for k, n in reversed(list(enumerate(names)))])
+    return [(f"up to {n}", tuple(names[: k + 1])) for k, n in enumerate(names)] + [
+        (f"from {n}", tuple(names[k:])) for k, n in reversed(list(enumerate(names)))
+    ]
 
 
 def _epochs(ctx: Context) -> list[int]:
@@ -81,13 +83,20 @@ def _robust_units(ctx: Context) -> tuple[str, ...]:
     """Units whose re-initialization (τ = 0, test split) leaves them in the `robust` category."""
     test = [r for r in ctx.rows if r["probe"] == "reinit" and r["split"] == "test"]
     if not test:
-        raise ValueError("probes.joint.robust: the robust set comes from re-initialization on the 'test' split; "
-                         "enable probes.reinit and probe a 'test' split, or set probes.joint.robust: false")
+        raise ValueError(
+            "probes.joint.robust: the robust set comes from re-initialization on the 'test' split; "
+            "enable probes.reinit and probe a 'test' split, or set probes.joint.robust: false"
+        )
     final_epoch = ctx.epochs[-1]
     final_error = next(r["error"] for r in test if r["unit"] == FULLMODEL and r["checkpoint"] == final_epoch)
     limits = ctx.categories["robust_max_increase"], ctx.categories["critical_fraction"]
-    return tuple(r["unit"] for r in test if r["unit"] != FULLMODEL and r["checkpoint"] == 0
-                 and categorize(r["error"], final_error, chance_error(ctx.num_classes), *limits) == ROBUST)
+    return tuple(
+        r["unit"]
+        for r in test
+        if r["unit"] != FULLMODEL
+        and r["checkpoint"] == 0
+        and categorize(r["error"], final_error, chance_error(ctx.num_classes), *limits) == ROBUST
+    )
 
 
 def draw_heatmap(table, run, split):
@@ -101,8 +110,17 @@ KIND = ProbeKind(
     variants=variants,
     after=("reinit",),
     check=check,
-    figures=(Figure(rule="joint", pattern="joint_{split}", table="robustness", draw=draw_heatmap,
-                    caption="joint.rst", category="Joint", label="{split} error",
-                    values=lambda probes: {"split": probes["splits"]}),),
+    figures=(
+        Figure(
+            rule="joint",
+            pattern="joint_{split}",
+            table="robustness",
+            draw=draw_heatmap,
+            caption="joint.rst",
+            category="Joint",
+            label="{split} error",
+            values=lambda probes: {"split": probes["splits"]},
+        ),
+    ),
     uses_categories=lambda section: section["enabled"] and section["robust"],
 )

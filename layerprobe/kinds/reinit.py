@@ -20,8 +20,9 @@ KEYS = ["run", "unit"]
 
 def describe(units: list[Unit], epochs: list[int]) -> list[Variant]:
     """Each unit, then the whole model, reset to every checkpoint τ."""
-    return [Variant("reinit", label, members, ("checkpoint", tau)) for label, members in targets(units)
-            for tau in epochs]
+    return [
+        Variant("reinit", label, members, ("checkpoint", tau)) for label, members in targets(units) for tau in epochs
+    ]
 
 
 def variants(ctx: Context) -> list[Variant]:
@@ -31,11 +32,17 @@ def variants(ctx: Context) -> list[Variant]:
 def summary(units, robustness, distances, tables, section, categories):
     """The error of each unit reset to τ = 0 on each split, and its category from the test error."""
     reinit = robustness[robustness["probe"] == "reinit"]
-    at_init = (reinit[reinit["checkpoint"] == 0].pivot_table(index=KEYS, columns="split", values="error")
-               .reindex(columns=["test", "train"]).set_axis(["reinit_test_error", "reinit_train_error"], axis=1))
+    at_init = (
+        reinit[reinit["checkpoint"] == 0]
+        .pivot_table(index=KEYS, columns="split", values="error")
+        .reindex(columns=["test", "train"])
+        .set_axis(["reinit_test_error", "reinit_train_error"], axis=1)
+    )
     out = units.join(at_init, on=KEYS)
-    out["category"] = [categorize(e, f, c, categories["robust_max_increase"], categories["critical_fraction"])
-                       for e, f, c in zip(out["reinit_test_error"], out["final_test_error"], out["chance_error"])]
+    out["category"] = [
+        categorize(e, f, c, categories["robust_max_increase"], categories["critical_fraction"])
+        for e, f, c in zip(out["reinit_test_error"], out["final_test_error"], out["chance_error"])
+    ]
     return out.set_index(KEYS)[["reinit_test_error", "reinit_train_error", "category"]]
 
 
@@ -46,11 +53,20 @@ def draw_heatmap(table, run, split):
 
 
 # Shared with re-randomization, whose draws are the heatmap's first column.
-ROBUSTNESS_FIGURE = Figure(rule="robustness", pattern="robustness_{split}", table="robustness", draw=draw_heatmap,
-                           caption="robustness.rst", category="Robustness", label="{split} error",
-                           values=lambda probes: {"split": probes["splits"]})
+ROBUSTNESS_FIGURE = Figure(
+    rule="robustness",
+    pattern="robustness_{split}",
+    table="robustness",
+    draw=draw_heatmap,
+    caption="robustness.rst",
+    category="Robustness",
+    label="{split} error",
+    values=lambda probes: {"split": probes["splits"]},
+)
 
-KIND = ProbeKind(name="reinit", variants=variants,
-                 summary=Summary(measures=("reinit_test_error", "reinit_train_error"), verdicts=("category",),
-                                 compute=summary),
-                 figures=(ROBUSTNESS_FIGURE,))
+KIND = ProbeKind(
+    name="reinit",
+    variants=variants,
+    summary=Summary(measures=("reinit_test_error", "reinit_train_error"), verdicts=("category",), compute=summary),
+    figures=(ROBUSTNESS_FIGURE,),
+)

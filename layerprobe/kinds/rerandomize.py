@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 
 def describe(units: list[Unit], draw_seeds: list[int]) -> list[Variant]:
     """Each unit, then the whole model, replaced by draw k of the initializers (seed draw_seeds[k])."""
-    return [Variant("rerandomize", label, members, ("draw", k), seed) for label, members in targets(units)
-            for k, seed in enumerate(draw_seeds)]
+    return [
+        Variant("rerandomize", label, members, ("draw", k), seed)
+        for label, members in targets(units)
+        for k, seed in enumerate(draw_seeds)
+    ]
 
 
 def variants(ctx: Context) -> list[Variant]:
@@ -34,11 +37,18 @@ def summary(units, robustness, distances, tables, section, categories):
     out = units.join(redrawn, on=KEYS)
     out["category_rerandomize"] = [
         categorize(e, f, c, categories["robust_max_increase"], categories["critical_fraction"])
-        for e, f, c in zip(out["rerandomize_test_error_mean"], out["final_test_error"], out["chance_error"])]
+        for e, f, c in zip(out["rerandomize_test_error_mean"], out["final_test_error"], out["chance_error"])
+    ]
     return out.set_index(KEYS)[["rerandomize_test_error_mean", "rerandomize_test_error_std", "category_rerandomize"]]
 
 
-KIND = ProbeKind(name="rerandomize", variants=variants,
-                 summary=Summary(measures=("rerandomize_test_error_mean", "rerandomize_test_error_std"),
-                                 verdicts=("category_rerandomize",), compute=summary),
-                 figures=(ROBUSTNESS_FIGURE,))
+KIND = ProbeKind(
+    name="rerandomize",
+    variants=variants,
+    summary=Summary(
+        measures=("rerandomize_test_error_mean", "rerandomize_test_error_std"),
+        verdicts=("category_rerandomize",),
+        compute=summary,
+    ),
+    figures=(ROBUSTNESS_FIGURE,),
+)

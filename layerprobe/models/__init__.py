@@ -13,7 +13,7 @@ one entry here (plus its options in the config schema).
 from __future__ import annotations
 
 import json
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from torch import nn
 from layerprobe.models.chain import UnitChain
 from layerprobe.models.fcn import fcn
 from layerprobe.models.resnet import RESNET_BLOCKS, resnet_of_depth
-from layerprobe.models.vgg import VGG_STAGES, vgg_of_depth, vgg
+from layerprobe.models.vgg import VGG_STAGES, vgg, vgg_of_depth
 
 __all__ = ["MODELS", "UnitChain", "build", "describe", "factory", "fcn", "fresh_state", "vgg"]
 

@@ -7,7 +7,7 @@ are exactly the state-dict entries under that prefix; the engine walks the chain
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -3,7 +3,7 @@ final_linear."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from layerprobe.models.chain import UnitChain, sequential
 
 class BasicBlock(nn.Module):
     """Two 3x3 convs with batch norm and an identity (or 1x1 projection) shortcut (ResNet-18/34)."""
+
     expansion = 1
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1):
@@ -31,6 +32,7 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """1x1, 3x3, 1x1 convs with batch norm, 4x expansion, and a shortcut (ResNet-50)."""
+
     expansion = 4
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1):
@@ -59,8 +61,9 @@ def _projection(in_channels: int, out: int, stride: int) -> nn.Module:
 RESNET_BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3])}
 
 
-def resnet(input_shape: Sequence[int], num_classes: int, depth: int = 18, stem: str = "cifar",
-           width: int = 64) -> UnitChain:
+def resnet(
+    input_shape: Sequence[int], num_classes: int, depth: int = 18, stem: str = "cifar", width: int = 64
+) -> UnitChain:
     """ResNet-18/34/50: units stage0 (the stem), stage{s}.resblk{b} (each block whole), final_linear.
 
     stem "cifar": one 3x3 conv (32x32 inputs); "imagenet": a 7x7 stride-2 conv and a 3x3 max-pool.
@@ -71,10 +74,16 @@ def resnet(input_shape: Sequence[int], num_classes: int, depth: int = 18, stem: 
     block, counts = RESNET_BLOCKS[depth]
     channels = input_shape[0]
     if stem == "cifar":
-        stem_layers = sequential(conv=nn.Conv2d(channels, width, 3, 1, 1, bias=False), bn=nn.BatchNorm2d(width), relu=nn.ReLU())
+        stem_layers = sequential(
+            conv=nn.Conv2d(channels, width, 3, 1, 1, bias=False), bn=nn.BatchNorm2d(width), relu=nn.ReLU()
+        )
     elif stem == "imagenet":
-        stem_layers = sequential(conv=nn.Conv2d(channels, width, 7, 2, 3, bias=False), bn=nn.BatchNorm2d(width),
-                           relu=nn.ReLU(), pool=nn.MaxPool2d(3, 2, 1))
+        stem_layers = sequential(
+            conv=nn.Conv2d(channels, width, 7, 2, 3, bias=False),
+            bn=nn.BatchNorm2d(width),
+            relu=nn.ReLU(),
+            pool=nn.MaxPool2d(3, 2, 1),
+        )
     else:
         raise ValueError(f"resnet stem must be 'cifar' or 'imagenet', got {stem!r}")
     units, in_channels = [("stage0", stem_layers)], width
@@ -84,13 +93,18 @@ def resnet(input_shape: Sequence[int], num_classes: int, depth: int = 18, stem: 
             stride = 2 if s > 1 and b == 1 else 1
             units.append((f"stage{s}.resblk{b}", block(in_channels, planes, stride)))
             in_channels = planes * block.expansion
-    units.append(("final_linear", sequential(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
-                                       linear=nn.Linear(in_channels, num_classes))))
+    units.append(
+        (
+            "final_linear",
+            sequential(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), linear=nn.Linear(in_channels, num_classes)),
+        )
+    )
     return UnitChain(units)
 
 
 def resnet_of_depth(depth: int) -> Callable[..., UnitChain]:
     def build(input_shape: Sequence[int], num_classes: int, stem: str = "cifar") -> UnitChain:
         return resnet(input_shape, num_classes, depth, stem)
+
     build.__doc__ = f"ResNet-{depth} with a CIFAR or an ImageNet stem."
     return build

@@ -6,10 +6,11 @@ module holding parameters itself) or a user mapping {unit: [module paths]}; `ski
 unit covers and why. Parameters are what distances are measured on; buffers (batch-norm running
 statistics) travel with their unit when it is reset.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -52,12 +53,15 @@ def inventory(model: nn.Module, rule: str | dict | None = None) -> list[Unit]:
     buffers = [k for k, _ in model.named_buffers()]
     units, owner = [], {}
     for index, (name, prefixes) in enumerate(groups.items()):
-        def owns(key: str) -> bool:
+
+        def owns(key: str, prefixes=prefixes) -> bool:
             return any(key == p or key.startswith(p + ".") for p in prefixes)
+
         own = tuple(k for k in params if owns(k))
         if not own:
-            raise ValueError(f"unit {name!r} owns no parameters (it names {list(prefixes)}); "
-                             f"parameters are: {', '.join(params)}")
+            raise ValueError(
+                f"unit {name!r} owns no parameters (it names {list(prefixes)}); parameters are: {', '.join(params)}"
+            )
         for key in own:
             if key in owner:
                 raise ValueError(f"parameter {key!r} is claimed by units {owner[key]!r} and {name!r}")
@@ -81,8 +85,11 @@ def _groups(model: nn.Module, rule) -> tuple[str, dict[str, tuple[str, ...]]]:
         return rule, {n: (n,) for n, child in model.named_children() if _has_params(child)}
     if rule == "per module":
         # A module's own entries, named exactly: a parent's prefix would swallow its children's.
-        return rule, {n: tuple(f"{n}.{k}" for k, _ in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)])
-                      for n, m in model.named_modules() if n and _has_params(m, recurse=False)}
+        return rule, {
+            n: tuple(f"{n}.{k}" for k, _ in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)])
+            for n, m in model.named_modules()
+            if n and _has_params(m, recurse=False)
+        }
     raise ValueError(f"unknown unit rule {rule!r}; use one of {RULES[:3]} or a mapping {{unit: [module paths]}}")
 
 
@@ -94,12 +101,17 @@ def skipped(model: nn.Module, units: list[Unit]) -> list[tuple[str, str]]:
     """(name, reason) for what no unit covers: modules without parameters, parameters left out."""
     owned = {k for u in units for k in u.params}
     rule = units[0].rule if units else "per block"
-    left = [(k, "no unit owns it (a whole-model reset still resets it)") for k, _ in model.named_parameters()
-            if k not in owned]
+    left = [
+        (k, "no unit owns it (a whole-model reset still resets it)")
+        for k, _ in model.named_parameters()
+        if k not in owned
+    ]
     if rule == "per block":
         empty = [n for n, child in model.named_children() if not _has_params(child)]
     elif rule == "per module":
-        empty = [n for n, m in model.named_modules() if n and not _has_params(m) and not any(True for _ in m.children())]
+        empty = [
+            n for n, m in model.named_modules() if n and not _has_params(m) and not any(True for _ in m.children())
+        ]
     else:
         empty = []
     return [(n, "no parameters") for n in empty] + left

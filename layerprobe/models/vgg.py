@@ -3,15 +3,20 @@ stage), then the fully connected units fc1, fc2, ..., final_linear."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from layerprobe.models.chain import UnitChain, sequential
 
 
-def vgg(input_shape: Sequence[int], num_classes: int, stages: Sequence[Sequence[int]] = ((32,), (64, 64)),
-        fc: Sequence[int] = (128, 128), batch_norm: bool = False) -> UnitChain:
+def vgg(
+    input_shape: Sequence[int],
+    num_classes: int,
+    stages: Sequence[Sequence[int]] = ((32,), (64, 64)),
+    fc: Sequence[int] = (128, 128),
+    batch_norm: bool = False,
+) -> UnitChain:
     """VGG-style net: 3x3 conv units per stage, a 2x2 max-pool closing each stage, then FC units."""
     channels, height, width = input_shape
     units = []
@@ -50,8 +55,10 @@ VGG_STAGES = {
 
 
 def vgg_of_depth(depth: int) -> Callable[..., UnitChain]:
-    def build(input_shape: Sequence[int], num_classes: int, batch_norm: bool = False,
-              fc: Sequence[int] = (512, 512)) -> UnitChain:
+    def build(
+        input_shape: Sequence[int], num_classes: int, batch_norm: bool = False, fc: Sequence[int] = (512, 512)
+    ) -> UnitChain:
         return vgg(input_shape, num_classes, VGG_STAGES[depth], fc, batch_norm)
+
     build.__doc__ = f"VGG{depth} (for 32x32 inputs: 5 pooled stages, then fc units)."
     return build

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from layerprobe.models.units import Unit, State
+from layerprobe.models.units import State, Unit
 from layerprobe.probing.noise import normal_noise
 from layerprobe.probing.variants import BN_STATS, Variant
 
@@ -28,8 +28,9 @@ def noise(variant: Variant, units: list[Unit], final: State, skip: tuple[str, ..
                     continue
                 shape = final[key].shape
                 rows = shape[0] if len(shape) else 1
-                out[key] = normal_noise(variant.seed, stream, rows, final[key].numel() // max(rows, 1),
-                                        final[key].dtype).view(shape)
+                out[key] = normal_noise(
+                    variant.seed, stream, rows, final[key].numel() // max(rows, 1), final[key].dtype
+                ).view(shape)
     return out
 
 

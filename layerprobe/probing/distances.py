@@ -1,8 +1,9 @@
 """How far each unit moved from its initialization (paper Fig. 1 b,c), per checkpoint and per draw."""
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -17,10 +18,14 @@ def unit_distance(unit: Unit, state: State, theta0: torch.Tensor) -> dict:
     """‖θ − θ^0‖ in 2- and ∞-norm, raw, relative to the same norm of θ^0, and per √n_params."""
     diff = flat_params(state, unit) - theta0
     l2, linf = diff.norm(2).item(), diff.abs().max().item()
-    return {"n_params": unit.n_params, "l2": l2, "linf": linf,
-            "l2_rel_init": _ratio(l2, theta0.norm(2).item()),
-            "l2_per_sqrt_n": l2 / math.sqrt(unit.n_params),
-            "linf_rel_init": _ratio(linf, theta0.abs().max().item())}
+    return {
+        "n_params": unit.n_params,
+        "l2": l2,
+        "linf": linf,
+        "l2_rel_init": _ratio(l2, theta0.norm(2).item()),
+        "l2_per_sqrt_n": l2 / math.sqrt(unit.n_params),
+        "linf_rel_init": _ratio(linf, theta0.abs().max().item()),
+    }
 
 
 def table_rows(units: list[Unit], checkpoints: Mapping[int, State], draws: list[tuple[int, State]]) -> list[dict]:
@@ -31,9 +36,22 @@ def table_rows(units: list[Unit], checkpoints: Mapping[int, State], draws: list[
     for unit in units:
         theta0 = flat_params(checkpoints[0], unit)
         for tau in sorted(checkpoints):
-            rows.append({"unit": unit.name, "source": "checkpoint", "checkpoint": tau,
-                         **unit_distance(unit, checkpoints[tau], theta0)})
+            rows.append(
+                {
+                    "unit": unit.name,
+                    "source": "checkpoint",
+                    "checkpoint": tau,
+                    **unit_distance(unit, checkpoints[tau], theta0),
+                }
+            )
         for k, (seed, state) in enumerate(draws):
-            rows.append({"unit": unit.name, "source": "rerandomize", "draw": k, "draw_seed": seed,
-                         **unit_distance(unit, state, theta0)})
+            rows.append(
+                {
+                    "unit": unit.name,
+                    "source": "rerandomize",
+                    "draw": k,
+                    "draw_seed": seed,
+                    **unit_distance(unit, state, theta0),
+                }
+            )
     return rows

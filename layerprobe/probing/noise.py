@@ -11,7 +11,6 @@ import math
 
 import torch
 
-
 _MASK = 0xFFFFFFFF
 _M0, _M1, _W0, _W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
 
@@ -40,8 +39,9 @@ def normal_noise(seed: int, stream: int, rows: int, cols: int, dtype: torch.dtyp
         raise ValueError(f"normal_noise: seed must lie in [0, 2**64) and stream in [0, 2**32), got {seed}, {stream}")
     pairs = (cols + 1) // 2
     seed = seed - 2**64 if seed >= 2**63 else seed  # as int64, the bits the C++ reads
-    v0, v1, _, _ = philox4x32_10(torch.arange(pairs).view(1, -1), torch.arange(rows).view(-1, 1), stream, 0,
-                                 seed & _MASK, (seed >> 32) & _MASK)
+    v0, v1, _, _ = philox4x32_10(
+        torch.arange(pairs).view(1, -1), torch.arange(rows).view(-1, 1), stream, 0, seed & _MASK, (seed >> 32) & _MASK
+    )
     u1 = (v0.double() + 1.0) * 2.0**-32  # (0, 1]: the log stays finite
     u2 = v1.double() * 2.0**-32
     radius, angle = torch.sqrt(-2.0 * torch.log(u1)), (2 * math.pi) * u2

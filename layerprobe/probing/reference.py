@@ -4,9 +4,10 @@ It is the oracle the engine is tested and benchmarked against (the loop users wr
 model object only supplies the architecture: each variant's weights are passed to
 torch.func.functional_call, so no module's parameters are ever overwritten.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -19,9 +20,16 @@ from layerprobe.probing.compose import compose
 from layerprobe.probing.variants import Variant, row
 
 
-def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final: State,
-             source: Callable[[tuple[str, int]], State], splits: Splits, bn_stats: str,
-             progress: Callable[[int], None] | None = None) -> list[dict]:
+def evaluate(
+    model: nn.Module,
+    units: list[Unit],
+    variants: list[Variant],
+    final: State,
+    source: Callable[[tuple[str, int]], State],
+    splits: Splits,
+    bn_stats: str,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict]:
     """One row per variant and split: error, loss, agreement with the final model's predictions, n."""
     model = model.eval()
 

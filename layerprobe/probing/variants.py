@@ -11,10 +11,12 @@ The reserved unit label "fullmodel" resets every unit, and takes the buffers fro
 This module needs no torch: the probe kinds (layerprobe.kinds) build variants from it, and the
 Snakefile imports those. What a variant's state is, is layerprobe.probing.compose.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from layerprobe.base.names import FULLMODEL
 
@@ -26,14 +28,14 @@ BN_STATS = ("same_source", "trained")
 
 @dataclass(frozen=True)
 class Variant:
-    probe: str                  # "reinit" | "rerandomize" | "interpolate" | "criticality" | "joint"
-    label: str                  # the table's `unit` column: a unit name, "fullmodel" or a set's label
-    units: tuple[str, ...]      # units whose entries are reset
-    source: tuple[str, int]     # ("checkpoint", τ) or ("draw", k): where reset entries start
-    seed: int | None = None     # the draw's or the noise's seed (`draw_seed` column)
+    probe: str  # "reinit" | "rerandomize" | "interpolate" | "criticality" | "joint"
+    label: str  # the table's `unit` column: a unit name, "fullmodel" or a set's label
+    units: tuple[str, ...]  # units whose entries are reset
+    source: tuple[str, int]  # ("checkpoint", τ) or ("draw", k): where reset entries start
+    seed: int | None = None  # the draw's or the noise's seed (`draw_seed` column)
     alpha: float | None = None  # None: the source itself; else (1 − α)·source + α·final
     sigma: float | None = None  # std of the Gaussian noise added to the reset parameters
-    sample: int | None = None   # noise sample index (`draw` column of criticality rows)
+    sample: int | None = None  # noise sample index (`draw` column of criticality rows)
     members: str | None = None  # joint sets: the unit names, space-separated
 
     @property
@@ -47,15 +49,26 @@ class Variant:
     def columns(self) -> dict:
         """The table columns that identify this variant."""
         kind, index = self.source
-        return {"probe": self.probe, "unit": self.label, "members": self.members,
-                "checkpoint": index if kind == "checkpoint" else None, "alpha": self.alpha,
-                "sigma": self.sigma, "draw": index if kind == "draw" else self.sample, "draw_seed": self.seed}
+        return {
+            "probe": self.probe,
+            "unit": self.label,
+            "members": self.members,
+            "checkpoint": index if kind == "checkpoint" else None,
+            "alpha": self.alpha,
+            "sigma": self.sigma,
+            "draw": index if kind == "draw" else self.sample,
+            "draw_seed": self.seed,
+        }
 
 
 def row(variant: Variant, bn_stats: str, split: str, result: Mapping) -> dict:
     """A robustness-table row: the variant's columns, then its measurements on one split."""
-    return {**variant.columns(), "bn_stats": bn_stats, "split": split,
-            **{k: result[k] for k in ("error", "loss", "agreement", "n")}}
+    return {
+        **variant.columns(),
+        "bn_stats": bn_stats,
+        "split": split,
+        **{k: result[k] for k in ("error", "loss", "agreement", "n")},
+    }
 
 
 def targets(units: list[Unit]) -> list[tuple[str, tuple[str, ...]]]:
@@ -67,5 +80,3 @@ def check_alphas(alphas: Sequence[float]) -> None:
     outside = [a for a in alphas if not 0.0 <= a <= 1.0]
     if outside or not alphas:
         raise ValueError(f"α must lie in [0, 1] (a non-empty grid), got {list(alphas)}")
-
-

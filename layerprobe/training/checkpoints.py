@@ -5,6 +5,7 @@ Files are `epoch_{τ}.pt`, each a dict with `state_dict`, `epoch` and run metada
 leaves no manifest and downstream rules never see a half-trained run; the hashes catch a file that
 was truncated or replaced after training.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,10 @@ def load(path: str | Path, expected_sha256: str | None = None) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file is missing")
     if expected_sha256 is not None and sha256(path) != expected_sha256:
-        raise CheckpointError(f"{path}: content differs from the manifest's SHA-256 "
-                              "(truncated or replaced after training); retrain this run")
+        raise CheckpointError(
+            f"{path}: content differs from the manifest's SHA-256 "
+            "(truncated or replaced after training); retrain this run"
+        )
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # zip, pickle and EOF errors all mean the same to a user
@@ -54,8 +57,11 @@ def clear(directory: str | Path) -> list[Path]:
     state, and the temporary files of writes a kill interrupted (atomic_path's `.{name}.*.tmp.pt`)."""
     directory = Path(directory)
     leftovers = sorted(directory.glob(".epoch_*.tmp.pt")) + sorted(directory.glob(f".{RESUME}.*.tmp.pt"))
-    removed = [p for p in [directory / MANIFEST, *sorted(directory.glob("epoch_*.pt")), directory / RESUME, *leftovers]
-               if p.exists()]
+    removed = [
+        p
+        for p in [directory / MANIFEST, *sorted(directory.glob("epoch_*.pt")), directory / RESUME, *leftovers]
+        if p.exists()
+    ]
     for path in removed:
         path.unlink()
     return removed
@@ -63,8 +69,9 @@ def clear(directory: str | Path) -> list[Path]:
 
 def write_manifest(directory: str | Path, epochs: list[int], **meta) -> Path:
     directory = Path(directory)
-    entries = [{"epoch": e, "file": path_for(directory, e).name, "sha256": sha256(path_for(directory, e))}
-               for e in epochs]
+    entries = [
+        {"epoch": e, "file": path_for(directory, e).name, "sha256": sha256(path_for(directory, e))} for e in epochs
+    ]
     path = directory / MANIFEST
     write_text(path, json.dumps({**meta, "checkpoints": entries}, indent=2) + "\n")
     return path
@@ -82,7 +89,9 @@ def load_all(manifest_path: str | Path) -> dict[int, dict[str, torch.Tensor]]:
     for entry in entries:
         payload = load(manifest_path.parent / entry["file"], entry["sha256"])
         if payload["epoch"] != entry["epoch"]:
-            raise CheckpointError(f"{manifest_path.parent / entry['file']}: holds epoch {payload['epoch']}, "
-                                  f"manifest says {entry['epoch']}")
+            raise CheckpointError(
+                f"{manifest_path.parent / entry['file']}: holds epoch {payload['epoch']}, "
+                f"manifest says {entry['epoch']}"
+            )
         states[entry["epoch"]] = payload["state_dict"]
     return states

@@ -13,14 +13,15 @@ atomically beside the checkpoints. Started again with the same settings, trainin
 and ends bitwise identical (on the CPU) to an uninterrupted run; with other settings the folder is
 cleared and training starts over.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +63,7 @@ class Batches:
 
 def _evaluate(model: nn.Module, split: Batches, autocast: torch.autocast) -> dict:
     """Error and loss of the model on a split, standardized batch by batch (no float copy of the split)."""
+
     def forward(index: torch.Tensor) -> torch.Tensor:
         with autocast:
             return model(split.normalize(split.images(index)))
@@ -69,27 +71,51 @@ def _evaluate(model: nn.Module, split: Batches, autocast: torch.autocast) -> dic
     return classify(forward, torch.arange(len(split.x)), split.y, batch_size=EVAL_BATCH)
 
 
-def _log_row(model: nn.Module, splits: dict[str, Batches] | None, epoch: int, lr: float, step_loss: float,
-             autocast: torch.autocast) -> dict:
+def _log_row(
+    model: nn.Module,
+    splits: dict[str, Batches] | None,
+    epoch: int,
+    lr: float,
+    step_loss: float,
+    autocast: torch.autocast,
+) -> dict:
     row = {"epoch": epoch, "lr": lr, "step_loss": step_loss}
     if splits is None:
         return {**row, **{f"{s}_{m}": float("nan") for s in ("train", "test") for m in ("loss", "error")}}
     model.eval()
     train, test = _evaluate(model, splits["train"], autocast), _evaluate(model, splits["test"], autocast)
     model.train()
-    return {**row, "train_loss": train["loss"], "train_error": train["error"],
-            "test_loss": test["loss"], "test_error": test["error"]}
+    return {
+        **row,
+        "train_loss": train["loss"],
+        "train_error": train["error"],
+        "test_loss": test["loss"],
+        "test_error": test["error"],
+    }
 
 
-def fingerprint(settings: dict, seed: int, save_epochs: list[int], meta: dict, data: Dataset,
-                device: torch.device, precision: str) -> str:
+def fingerprint(
+    settings: dict, seed: int, save_epochs: list[int], meta: dict, data: Dataset, device: torch.device, precision: str
+) -> str:
     """SHA-256 of everything that shapes the trained weights: a resume state is used only when it matches."""
-    identity = {"settings": settings, "seed": seed, "save_epochs": save_epochs, "meta": meta,
-                "device": device.type, "precision": precision,
-                # CPU sums depend on how work is split over threads: bitwise resumes need the same number.
-                "threads": torch.get_num_threads() if device.type == "cpu" else None,
-                "data": [data.name, list(data.x_train.shape), list(data.x_test.shape), data.num_classes,
-                         list(data.mean), list(data.std)]}
+    identity = {
+        "settings": settings,
+        "seed": seed,
+        "save_epochs": save_epochs,
+        "meta": meta,
+        "device": device.type,
+        "precision": precision,
+        # CPU sums depend on how work is split over threads: bitwise resumes need the same number.
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "data": [
+            data.name,
+            list(data.x_train.shape),
+            list(data.x_test.shape),
+            data.num_classes,
+            list(data.mean),
+            list(data.std),
+        ],
+    }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -118,23 +144,34 @@ def _load_resume(directory: Path, expected: str, save_epochs: list[int]) -> dict
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # written atomically, so a foreign or damaged file: ask, never clear the run
         raise checkpoints.CheckpointError(
-            f"{path}: unreadable resume state ({type(err).__name__}: {str(err).splitlines()[0]}); delete it to train this run "
-            "from scratch (its checkpoints are then replaced)") from err
+            f"{path}: unreadable resume state ({type(err).__name__}: {str(err).splitlines()[0]}); delete it to train "
+            "this run from scratch (its checkpoints are then replaced)"
+        ) from err
     if state.get("fingerprint") != expected:
         return None  # other settings: the folder is cleared and training starts over
     epoch = state["epoch"]
     missing = [e for e in save_epochs if e < epoch and not checkpoints.path_for(directory, e).is_file()]
     later = [e for e in save_epochs if e > epoch and checkpoints.path_for(directory, e).is_file()]
     if missing or later:
-        warnings.warn(f"{directory}: checkpoints {missing or later} do not fit the resume state of epoch {epoch}; "
-                      "training from scratch")
+        warnings.warn(
+            f"{directory}: checkpoints {missing or later} do not fit the resume state of epoch {epoch}; "
+            "training from scratch",
+            stacklevel=2,
+        )
         return None
     return state
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, split: Batches, batch_size: int,
-                crop: int, flip: bool, generators: dict[str, torch.Generator],
-                autocast: torch.autocast) -> torch.Tensor:
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Batches,
+    batch_size: int,
+    crop: int,
+    flip: bool,
+    generators: dict[str, torch.Generator],
+    autocast: torch.autocast,
+) -> torch.Tensor:
     """One pass over the split in a random order; the mean step loss as a float64 tensor on the device.
 
     Per batch: gather the uint8 images, move them to the device, crop and flip them there, standardize,
@@ -153,9 +190,16 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, split: Batch
     return total / steps
 
 
-def train(factory: Callable[[], nn.Module], data: Dataset, recipe: dict, seed: int,
-          checkpoint_dir: str | Path, save_epochs: list[int], progress: bool = True,
-          meta: dict | None = None) -> list[dict]:
+def train(
+    factory: Callable[[], nn.Module],
+    data: Dataset,
+    recipe: dict,
+    seed: int,
+    checkpoint_dir: str | Path,
+    save_epochs: list[int],
+    progress: bool = True,
+    meta: dict | None = None,
+) -> list[dict]:
     """Train a model drawn by `factory` under `seed`; return one log row per epoch (0 included).
 
     With `progress`, a bar shows on a terminal and each epoch's log row is printed.
@@ -175,7 +219,7 @@ def train(factory: Callable[[], nn.Module], data: Dataset, recipe: dict, seed: i
     device = resolve_device(settings["device"])
     precision = settings["precision"]
     if precision == "bf16" and device.type != "cuda":
-        warnings.warn(f"precision bf16 is autocast on CUDA only; training on {device} in fp32")
+        warnings.warn(f"precision bf16 is autocast on CUDA only; training on {device} in fp32", stacklevel=2)
         precision = "fp32"
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     meta = {"seed": seed, **(meta or {}), "train": settings}
@@ -188,18 +232,32 @@ def train(factory: Callable[[], nn.Module], data: Dataset, recipe: dict, seed: i
         torch.manual_seed(seed)
         model = factory()
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipes.effective_lr(settings), momentum=settings["momentum"],
-                                weight_decay=settings["weight_decay"], nesterov=settings["nesterov"])
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=recipes.effective_lr(settings),
+        momentum=settings["momentum"],
+        weight_decay=settings["weight_decay"],
+        nesterov=settings["nesterov"],
+    )
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings["lr_milestones"], settings["lr_gamma"])
-    generators = {"order": torch.Generator().manual_seed(derive_seed(seed, "batch-order")),
-                  "augment": torch.Generator(device).manual_seed(derive_seed(seed, "augment"))}
+    generators = {
+        "order": torch.Generator().manual_seed(derive_seed(seed, "batch-order")),
+        "augment": torch.Generator(device).manual_seed(derive_seed(seed, "augment")),
+    }
     crop, flip = settings["augment"]["crop_padding"], settings["augment"]["flip"]
     splits = {which: Batches(data, which, device) for which in ("train", "test")}
     train_split = splits["train"]
 
     def snapshot(epoch: int, log: list[dict]) -> None:
-        state = {"fingerprint": key, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "schedule": schedule.state_dict(), "rng": _rng_states(generators, device), "log": log}
+        state = {
+            "fingerprint": key,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": _rng_states(generators, device),
+            "log": log,
+        }
         with atomic_path(directory / RESUME) as tmp:
             torch.save(state, tmp)
 
@@ -224,18 +282,26 @@ def train(factory: Callable[[], nn.Module], data: Dataset, recipe: dict, seed: i
             tqdm.write(f"resuming after epoch {resume['epoch']} from {directory / RESUME}")
     model.train()
     # A bar on a terminal (disable=None turns it off elsewhere); one line per epoch in any case.
-    bar = tqdm(range(start, epochs + 1), desc="train", unit="epoch", disable=None if progress else True,
-               initial=start - 1, total=epochs)
+    bar = tqdm(
+        range(start, epochs + 1),
+        desc="train",
+        unit="epoch",
+        disable=None if progress else True,
+        initial=start - 1,
+        total=epochs,
+    )
     for epoch in bar:
         lr = optimizer.param_groups[0]["lr"]
         # One host sync per epoch: a NaN or inf loss anywhere in it makes the mean non-finite.
-        step_loss = train_epoch(model, optimizer, train_split, settings["batch_size"], crop, flip, generators,
-                                autocast).item()
+        step_loss = train_epoch(
+            model, optimizer, train_split, settings["batch_size"], crop, flip, generators, autocast
+        ).item()
         if not math.isfinite(step_loss):
             kept = [e for e in save_epochs if e < epoch]
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch} (mean loss {step_loss}, learning rate {lr}); "
-                f"checkpoints of epochs {kept} in {directory} are intact; lower train.lr")
+                f"checkpoints of epochs {kept} in {directory} are intact; lower train.lr"
+            )
         schedule.step()
         evaluate = epoch % settings["eval_every"] == 0 or epoch in save_epochs
         log.append(_log_row(model, splits if evaluate else None, epoch, lr, step_loss, autocast))

@@ -25,11 +25,12 @@ Any other model goes through the general path: vmap of functional_call over the 
 stacked reset entries, shared entries passed once — correct for any architecture, without prefix
 sharing.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -49,10 +50,19 @@ from layerprobe.probing.variants import BN_STATS, Variant, row
 __all__ = ["MemoryBudgetError", "evaluate"]
 
 
-def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final: State,
-             source: Callable[[tuple[str, int]], State], splits: Splits, bn_stats: str,
-             device: str | torch.device = "cpu", memory_budget: int = 2 * 2**30,
-             progress: str | None = None, ops: bool = False) -> list[dict]:
+def evaluate(
+    model: nn.Module,
+    units: list[Unit],
+    variants: list[Variant],
+    final: State,
+    source: Callable[[tuple[str, int]], State],
+    splits: Splits,
+    bn_stats: str,
+    device: str | torch.device = "cpu",
+    memory_budget: int = 2 * 2**30,
+    progress: str | None = None,
+    ops: bool = False,
+) -> list[dict]:
     """Rows identical in order and content to reference.evaluate (losses to float rounding).
 
     `progress` labels a progress bar (shown on a terminal only); `memory_budget` is in bytes; `ops`
@@ -61,8 +71,10 @@ def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final
     device = resolve_device(device)
     _check(units, variants, bn_stats)
     if ops and not lp_ops.has_device(device):
-        raise lp_ops.OpsUnavailable(f"ops=True but the fused operators are not loaded for {device.type} "
-                                    "(layerprobe.probing.ops.load / resolve first)")
+        raise lp_ops.OpsUnavailable(
+            f"ops=True but the fused operators are not loaded for {device.type} "
+            "(layerprobe.probing.ops.load / resolve first)"
+        )
     if not variants:
         return []
     sources = _load_sources(variants, source)
@@ -79,7 +91,7 @@ def evaluate(model: nn.Module, units: list[Unit], variants: list[Variant], final
     with torch.no_grad(), _full_precision():
         for split, start in tqdm(batches, desc=progress, unit="batch", disable=None if progress else True):
             x, y = splits[split]
-            xb, yb = x[start:start + plan.batch].to(device), y[start:start + plan.batch].to(device)
+            xb, yb = x[start : start + plan.batch].to(device), y[start : start + plan.batch].to(device)
             walk(model, units, final, sources, variants, plan, xb, yb, split, tallies, bn_stats)
     return [row(v, bn_stats, s, tallies[i, s].result()) for i, v in enumerate(variants) for s in splits]
 
@@ -102,8 +114,10 @@ def _check(units: list[Unit], variants: list[Variant], bn_stats: str) -> None:
     for v in variants:
         unknown = [u for u in v.units if u not in names]
         if unknown:
-            raise ValueError(f"{v.probe} variant {v.label!r} resets unknown unit(s) {unknown}; "
-                             f"units: {', '.join(u.name for u in units)}")
+            raise ValueError(
+                f"{v.probe} variant {v.label!r} resets unknown unit(s) {unknown}; "
+                f"units: {', '.join(u.name for u in units)}"
+            )
         if v.alpha is not None and not 0.0 <= v.alpha <= 1.0:
             raise ValueError(f"{v.probe} variant {v.label!r}: α = {v.alpha} lies outside [0, 1]")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -19,10 +19,21 @@ from layerprobe.probing.engine.tally import agree, count, tally
 from layerprobe.probing.variants import Variant
 
 
-def chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dict, variants: list[Variant],
-                 plan: Plan, x: torch.Tensor, y: torch.Tensor, split: str, tallies: dict, bn_stats: str) -> None:
+def chain_batch(
+    model: UnitChain,
+    units: list[Unit],
+    final: State,
+    sources: dict,
+    variants: list[Variant],
+    plan: Plan,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    split: str,
+    tallies: dict,
+    bn_stats: str,
+) -> None:
     unit_state = {u.name: local(final, u.name) for u in units}
-    modules = {u.name: model.get_submodule(u.name) for u in units}
+    modules = {u.name: model.unit(u.name) for u in units}
 
     def shared(u: Unit, h: torch.Tensor) -> torch.Tensor:
         return functional_call(modules[u.name], unit_state[u.name], (h,))
@@ -45,35 +56,46 @@ def chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dict
             chunk = [variants[i] for i in chunk_ids]
             skip = fused_weight(u, modules[u.name]) if plan.ops and chunk[0].alpha is not None else ()
             noise = [compose.noise(v, units, final, skip) for v in chunk] if chunk[0].noisy else None
-            first = first_unit(u, modules[u.name], unit_state[u.name], chunk, final, sources, bn_stats, noise,
-                                plan.ops)
-            later = [(after, stack_entries(after, chunk, final, sources, bn_stats, noise)
-                      if after.name in chunk[0].units else None) for after in units[u.index + 1:]]
+            first = first_unit(u, modules[u.name], unit_state[u.name], chunk, final, sources, bn_stats, noise, plan.ops)
+            later = [
+                (
+                    after,
+                    stack_entries(after, chunk, final, sources, bn_stats, noise)
+                    if after.name in chunk[0].units
+                    else None,
+                )
+                for after in units[u.index + 1 :]
+            ]
             head_fused = head is not None and u is not last and later[-1][1] is None
             if head_fused and reference is None:  # one forward of the final model per batch
                 reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
             step, predictions = plan.slices[tuple(chunk_ids)], []
             for s in range(0, len(h), step):
-                z, folded = first(h[s:s + step]), False
+                z, folded = first(h[s : s + step]), False
                 k, b = z.shape[:2]
                 for after, stacked in later:
                     if head_fused and after is last:  # logits reduced tile by tile inside the operator
                         pre, weight, bias = head
                         hidden = pre(z if folded else z.flatten(0, 1))
-                        counts = lp_ops.head_eval(hidden.reshape(k, b, -1), weight, bias, y[s:s + step],
-                                                  reference[s:s + step])
+                        counts = lp_ops.head_eval(
+                            hidden.reshape(k, b, -1), weight, bias, y[s : s + step], reference[s : s + step]
+                        )
                         count(*counts, chunk_ids, b, split, tallies)
                         z = None
                         break
                     if stacked is not None:  # reset in this chunk too: per-variant entries
                         z = z.unflatten(0, (k, b)) if folded else z
-                        z, folded = run_stacked(modules[after.name], unit_state[after.name],
-                                                 local(stacked, after.name), z, True), False
+                        z, folded = (
+                            run_stacked(
+                                modules[after.name], unit_state[after.name], local(stacked, after.name), z, True
+                            ),
+                            False,
+                        )
                     else:  # shared weights: the K variants folded into the batch, one call
                         z, folded = folded_call(after, z if folded else z.flatten(0, 1)), True
                 if z is not None:
                     logits = z.unflatten(0, (k, b)) if folded else z
-                    predictions.append(tally(logits, y[s:s + step], chunk_ids, split, tallies))
+                    predictions.append(tally(logits, y[s : s + step], chunk_ids, split, tallies))
             if predictions:
                 pending.append((torch.cat(predictions, dim=1), chunk_ids))
         h = shared(u, h)
@@ -83,8 +105,17 @@ def chain_batch(model: UnitChain, units: list[Unit], final: State, sources: dict
         agree(pred, reference, chunk_ids, split, tallies)
 
 
-def first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant], final: State, sources: dict,
-                bn_stats: str, noise: list[dict] | None, ops: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+def first_unit(
+    unit: Unit,
+    module: nn.Module,
+    state: dict,
+    chunk: list[Variant],
+    final: State,
+    sources: dict,
+    bn_stats: str,
+    noise: list[dict] | None,
+    ops: bool = False,
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function giving the chunk's K outputs (K, B, ...) of its first reset unit on a shared input.
 
     Its entries are prepared once. When the unit opens with a linear or conv layer, that layer runs
@@ -117,8 +148,13 @@ def first_unit(unit: Unit, module: nn.Module, state: dict, chunk: list[Variant],
         device, dtype = trained["weight"].device, trained["weight"].dtype
         alphas = torch.tensor([v.alpha for v in chunk], dtype=dtype, device=device)
         sigmas = torch.tensor([v.sigma or 0.0 for v in chunk], dtype=dtype, device=device)
-        perturb = batched_layer(layer, {k: torch.stack([e[f"{unit.name}.{name}.{k}"] for e in noise]).to(device)
-                                         for k in trained}) if noise is not None else None
+        perturb = (
+            batched_layer(
+                layer, {k: torch.stack([e[f"{unit.name}.{name}.{k}"] for e in noise]).to(device) for k in trained}
+            )
+            if noise is not None
+            else None
+        )
 
         def run_layer(a: torch.Tensor) -> torch.Tensor:
             z = ends(a)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -13,8 +13,9 @@ from layerprobe.probing.engine.stacking import linear_split, local
 from layerprobe.probing.variants import Variant
 
 
-def fused_interpolation(unit: Unit, name: str, source: State, state: dict, chunk: list[Variant],
-                         noise: list[dict] | None, rest: list) -> tuple[Callable, list]:
+def fused_interpolation(
+    unit: Unit, name: str, source: State, state: dict, chunk: list[Variant], noise: list[dict] | None, rest: list
+) -> tuple[Callable, list]:
     """The first Linear layer of an α chunk through the fused operators: act(z₀ + α(z_T − z₀)) in
     one interp_unit call, plus for criticality σ·(a E_kᵀ) from noisy_unit (weight 0, the variants'
     seeds) and σ·e_k for the bias. Returns the layer's function and the children still to run."""
@@ -29,12 +30,17 @@ def fused_interpolation(unit: Unit, name: str, source: State, state: dict, chunk
         stream = unit.params.index(f"{unit.name}.{name}.weight")  # as in compose.noise
         zero = torch.zeros_like(weight)
         bias_key = f"{unit.name}.{name}.bias"
-        bias_noise = (sigmas.view(-1, 1, 1) * torch.stack([e[bias_key] for e in noise]).to(weight.device).unsqueeze(1)
-                      if bias_key in noise[0] else None)
+        bias_noise = (
+            sigmas.view(-1, 1, 1) * torch.stack([e[bias_key] for e in noise]).to(weight.device).unsqueeze(1)
+            if bias_key in noise[0]
+            else None
+        )
 
     def run_layer(a: torch.Tensor) -> torch.Tensor:
         flat = a.reshape(-1, a.shape[-1])
-        z = lp_ops.interp_unit(flat, start["weight"], start.get("bias"), weight, trained.get("bias"), alphas, activation)
+        z = lp_ops.interp_unit(
+            flat, start["weight"], start.get("bias"), weight, trained.get("bias"), alphas, activation
+        )
         if noise is not None:
             z.add_(lp_ops.noisy_unit(flat, zero, None, sigmas, seeds, stream))
             if bias_noise is not None:
@@ -57,8 +63,9 @@ def fused_head(module: nn.Module, state: dict):
     if not isinstance(module, nn.Sequential) or not len(module):
         return None
     *before, (name, layer) = module.named_children()
-    if type(layer) is not nn.Linear or any(any(True for _ in c.parameters()) or any(True for _ in c.buffers())
-                                           for _, c in before):
+    if type(layer) is not nn.Linear or any(
+        any(True for _ in c.parameters()) or any(True for _ in c.buffers()) for _, c in before
+    ):
         return None
     own = local(state, name)
     return nn.Sequential(*[c for _, c in before]), own["weight"], own.get("bias")

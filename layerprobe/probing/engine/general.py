@@ -14,8 +14,19 @@ from layerprobe.probing.engine.tally import agree, tally
 from layerprobe.probing.variants import Variant
 
 
-def general_batch(model: nn.Module, units: list[Unit], final: State, sources: dict, variants: list[Variant],
-                   plan: Plan, x: torch.Tensor, y: torch.Tensor, split: str, tallies: dict, bn_stats: str) -> None:
+def general_batch(
+    model: nn.Module,
+    units: list[Unit],
+    final: State,
+    sources: dict,
+    variants: list[Variant],
+    plan: Plan,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    split: str,
+    tallies: dict,
+    bn_stats: str,
+) -> None:
     reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
     outside = set(final) - {k for u in units for k in u.keys}
     for chunks in plan.groups.values():
@@ -27,11 +38,17 @@ def general_batch(model: nn.Module, units: list[Unit], final: State, sources: di
                 if u.name in chunk[0].units:
                     stacked.update(stack_entries(u, chunk, final, sources, bn_stats, noise))
             if chunk[0].whole:  # entries outside every unit come from the source too
-                stacked.update({k: torch.stack([compose.entry(v, k, final, sources[v.source]) for v in chunk])
-                                for k in outside})
+                stacked.update(
+                    {k: torch.stack([compose.entry(v, k, final, sources[v.source]) for v in chunk]) for k in outside}
+                )
             shared = {k: v for k, v in final.items() if k not in stacked}
             step = plan.slices[tuple(chunk_ids)]
             for s in range(0, len(x), step):
-                logits = run_stacked(model, shared, stacked, x[s:s + step], False)
-                agree(tally(logits, y[s:s + step], chunk_ids, split, tallies), reference[s:s + step], chunk_ids,
-                       split, tallies)
+                logits = run_stacked(model, shared, stacked, x[s : s + step], False)
+                agree(
+                    tally(logits, y[s : s + step], chunk_ids, split, tallies),
+                    reference[s : s + step],
+                    chunk_ids,
+                    split,
+                    tallies,
+                )

@@ -29,6 +29,7 @@ class Plan:
     per batch. Half the budget goes to the batch's prefix activations, half to a chunk: its
     prepared entries and one slice's work. On the CPU the budget is halved first, for what the
     allocator retains."""
+
     model: nn.Module
     units: list[Unit]
     final: State
@@ -50,8 +51,9 @@ class Plan:
         index = {u.name: u.index for u in self.units}
         widest = widest_activation(self.model, self.splits)
         row = 4 * widest  # per input and variant: input, output and temporaries of the widest layer
-        unit_bytes = {u.name: sum(self.final[k].numel() * self.final[k].element_size() for k in u.keys)
-                      for u in self.units}
+        unit_bytes = {
+            u.name: sum(self.final[k].numel() * self.final[k].element_size() for k in u.keys) for u in self.units
+        }
         # On the CPU the allocator keeps freed heap blocks (glibc: per thread arena, and blocks up to
         # its grown mmap threshold), so the resident set exceeds the live tensors: plan for half.
         usable = self.budget // 2 if self.device.type == "cpu" else self.budget
@@ -68,11 +70,13 @@ class Plan:
             k = min(len(ids), (half - rows * row - 2 * weights) // weights if weights else len(ids))
             if k < 1 or self.batch * row > half:
                 need = 2 * (row + 3 * weights)
-                raise MemoryBudgetError(f"engine.memory_budget of {_size(self.budget)} cannot hold one variant on "
-                                        f"one input (about {_size(need)} needed); raise it")
+                raise MemoryBudgetError(
+                    f"engine.memory_budget of {_size(self.budget)} cannot hold one variant on "
+                    f"one input (about {_size(need)} needed); raise it"
+                )
             first = min(index[u] for u in key[0]) if self.chain and key[0] else 0
             for s in range(0, len(ids), k):
-                chunk = ids[s:s + k]
+                chunk = ids[s : s + k]
                 self.groups.setdefault(first, []).append(chunk)
                 self.slices[tuple(chunk)] = max(1, rows // len(chunk))
 

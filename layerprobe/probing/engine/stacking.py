@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -15,8 +15,15 @@ from layerprobe.probing.variants import Variant
 FOLDABLE_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # outputs linear in (weight, bias)
 
 
-def stack_entries(unit: Unit, chunk: list[Variant], final: State, sources: dict, bn_stats: str,
-             noise: list[dict] | None, keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+def stack_entries(
+    unit: Unit,
+    chunk: list[Variant],
+    final: State,
+    sources: dict,
+    bn_stats: str,
+    noise: list[dict] | None,
+    keys: tuple[str, ...] | None = None,
+) -> dict[str, torch.Tensor]:
     """The unit's reset entries of each variant of the chunk, stacked along a new first dim."""
     reset = compose.reset_keys(unit, chunk[0].whole, bn_stats)
     out = {}
@@ -38,8 +45,10 @@ def local(entries: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.T
 
 def run_stacked(module: nn.Module, shared: dict, stacked: dict, h: torch.Tensor, batched_input: bool) -> torch.Tensor:
     """module with K sets of `stacked` entries on h (K, B, ...) or on a shared h (B, ...)."""
+
     def call(entries, x):
         return functional_call(module, {**shared, **entries}, (x,))
+
     return vmap(call, in_dims=(0, 0 if batched_input else None))(stacked, h)
 
 
@@ -54,6 +63,7 @@ def batched_layer(layer: nn.Module, stacked: dict[str, torch.Tensor]) -> Callabl
             flat = a.reshape(-1, a.shape[-1]).expand(m, -1, -1)
             out = torch.baddbmm(bias, flat, weight_t) if bias is not None else torch.bmm(flat, weight_t)
             return out.view(m, *a.shape[:-1], -1)
+
         return linear
     joined = {key: value.flatten(0, 1) for key, value in stacked.items()}  # convs: one dense conv
     return lambda a: functional_call(layer, joined, (a,)).unflatten(1, (m, -1)).movedim(1, 0)
@@ -76,5 +86,5 @@ def linear_split(module: nn.Module):
             if type(child) not in FOLDABLE_LINEAR or getattr(child, "groups", 1) != 1:
                 return None  # grouped convs would mix the concatenated variants' channels
             pre = nn.Sequential(*[c for _, c in children[:i]])
-            return pre, (name, child), children[i + 1:]
+            return pre, (name, child), children[i + 1 :]
     return None

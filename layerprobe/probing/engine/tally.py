@@ -16,8 +16,12 @@ class Tally:
     n: int = 0
 
     def result(self) -> dict:
-        return {"error": (self.n - self.correct) / self.n, "loss": self.loss / self.n, "agreement": self.agree / self.n,
-                "n": self.n}
+        return {
+            "error": (self.n - self.correct) / self.n,
+            "loss": self.loss / self.n,
+            "agreement": self.agree / self.n,
+            "n": self.n,
+        }
 
 
 def tally(logits: torch.Tensor, y: torch.Tensor, ids: list[int], split: str, tallies: dict) -> torch.Tensor:
@@ -28,9 +32,9 @@ def tally(logits: torch.Tensor, y: torch.Tensor, ids: list[int], split: str, tal
     pred = flat.argmax(dim=1).view(k, b)
     loss = F.cross_entropy(flat.double(), y.repeat(k), reduction="none").view(k, b).sum(dim=1)
     correct = (pred == y).sum(dim=1).tolist()
-    for i, c, l in zip(ids, correct, loss.tolist()):
+    for i, c, summed in zip(ids, correct, loss.tolist()):
         t = tallies[i, split]
-        t.correct, t.loss, t.n = t.correct + c, t.loss + l, t.n + b
+        t.correct, t.loss, t.n = t.correct + c, t.loss + summed, t.n + b
     return pred
 
 
@@ -39,8 +43,9 @@ def agree(pred: torch.Tensor, reference: torch.Tensor, ids: list[int], split: st
         tallies[i, split].agree += a
 
 
-def count(correct: torch.Tensor, loss: torch.Tensor, agree: torch.Tensor, ids: list[int], b: int, split: str,
-           tallies: dict) -> None:
-    for i, c, l, a in zip(ids, correct.tolist(), loss.tolist(), agree.tolist()):
+def count(
+    correct: torch.Tensor, loss: torch.Tensor, agree: torch.Tensor, ids: list[int], b: int, split: str, tallies: dict
+) -> None:
+    for i, c, summed, a in zip(ids, correct.tolist(), loss.tolist(), agree.tolist()):
         t = tallies[i, split]
-        t.correct, t.loss, t.agree, t.n = t.correct + c, t.loss + l, t.agree + a, t.n + b
+        t.correct, t.loss, t.agree, t.n = t.correct + c, t.loss + summed, t.agree + a, t.n + b

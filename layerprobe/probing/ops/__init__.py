@@ -81,23 +81,31 @@ def resolve(mode: str | bool, path: str | Path | None = None, device: str | torc
         return torch.device(device).type == "cuda" and available(path) and has_device(device)
     if not loaded():
         if path is None:
-            raise OpsUnavailable("engine.ops is 'on' but no compiled operators were given; build them with "
-                                 "layerprobe.probing.ops.build.build_ops(path) and pass that path, or set engine.ops "
-                                 "to auto or off")
+            raise OpsUnavailable(
+                "engine.ops is 'on' but no compiled operators were given; build them with "
+                "layerprobe.probing.ops.build.build_ops(path) and pass that path, or set engine.ops "
+                "to auto or off"
+            )
         try:
             load(path)
         except OSError as err:
-            raise OpsUnavailable(f"engine.ops is 'on' but {path} cannot be loaded ({err}); rebuild it "
-                                 "(layerprobe.probing.ops.build.build_ops) for this torch") from None
+            raise OpsUnavailable(
+                f"engine.ops is 'on' but {path} cannot be loaded ({err}); rebuild it "
+                "(layerprobe.probing.ops.build.build_ops) for this torch"
+            ) from None
     if not has_device(device):
-        raise OpsUnavailable(f"engine.ops is 'on' but the compiled operators have no {torch.device(device).type} "
-                             "kernels (built without CUDA?); rebuild on a machine with a CUDA build of torch and nvcc")
+        raise OpsUnavailable(
+            f"engine.ops is 'on' but the compiled operators have no {torch.device(device).type} "
+            "kernels (built without CUDA?); rebuild on a machine with a CUDA build of torch and nvcc"
+        )
     return True
 
 
 def _missing(path: Path) -> str:
-    return (f"engine.ops is 'on' but the compiled operators {path} do not exist; build them with "
-            "layerprobe.probing.ops.build.build_ops(path), or set engine.ops to auto or off")
+    return (
+        f"engine.ops is 'on' but the compiled operators {path} do not exist; build them with "
+        "layerprobe.probing.ops.build.build_ops(path), or set engine.ops to auto or off"
+    )
 
 
 _FAKES = False
@@ -112,8 +120,11 @@ def register_fakes() -> None:
     @torch.library.register_fake("layerprobe::head_eval")
     def _(hidden, weight, bias, labels, reference):
         v = hidden.shape[0]
-        return (hidden.new_empty(v, dtype=torch.int64), hidden.new_empty(v, dtype=torch.float64),
-                hidden.new_empty(v, dtype=torch.int64))
+        return (
+            hidden.new_empty(v, dtype=torch.int64),
+            hidden.new_empty(v, dtype=torch.float64),
+            hidden.new_empty(v, dtype=torch.int64),
+        )
 
     @torch.library.register_fake("layerprobe::interp_unit")
     def _(x, weight0, bias0, weight1, bias1, alphas, activation):

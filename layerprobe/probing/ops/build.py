@@ -28,6 +28,7 @@ def sources(csrc: Path = CSRC, cuda: bool | None = None) -> list[Path]:
 
 def cuda_buildable() -> bool:
     from torch.utils import cpp_extension
+
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
@@ -48,8 +49,8 @@ def arch_list(arch_flags: list[str] | None = None) -> str:
         if not flag.startswith("sm_"):
             continue
         digits = flag[3:]
-        suffix = digits[len(digits.rstrip("abcdefghijklmnopqrstuvwxyz")):]
-        digits = digits[:len(digits) - len(suffix)]
+        suffix = digits[len(digits.rstrip("abcdefghijklmnopqrstuvwxyz")) :]
+        digits = digits[: len(digits) - len(suffix)]
         if len(digits) >= 2 and digits.isdigit():
             arch = f"{digits[:-1]}.{digits[-1]}{suffix}"
             if arch not in archs:
@@ -63,21 +64,33 @@ def build_ops(output: str | Path, *, cuda: bool | None = None, verbose: bool = F
     CUDA but no visible GPU and TORCH_CUDA_ARCH_LIST unset, the kernels are compiled for the
     architectures of torch's own build (`arch_list`), the variable set for this build only."""
     from torch.utils import cpp_extension
+
     output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=output.parent))
     with_cuda = cuda_buildable() if cuda is None else cuda
-    set_archs = bool(with_cuda and torch.version.cuda and torch.cuda.device_count() == 0
-                     and not os.environ.get("TORCH_CUDA_ARCH_LIST"))
+    set_archs = bool(
+        with_cuda
+        and torch.version.cuda
+        and torch.cuda.device_count() == 0
+        and not os.environ.get("TORCH_CUDA_ARCH_LIST")
+    )
     if set_archs:
         os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list()
     try:
         built = cpp_extension.load(
-            name="layerprobe_ops", sources=[str(s) for s in sources(cuda=with_cuda)], build_directory=str(work),
+            name="layerprobe_ops",
+            sources=[str(s) for s in sources(cuda=with_cuda)],
+            build_directory=str(work),
             # -ffp-contract=off: no fused multiply-adds behind the code's back (GCC contracts by
             # default on aarch64); the kernels round explicitly to match the reference.
-            extra_cflags=["-O3", "-ffp-contract=off"], extra_cuda_cflags=["-O3"], extra_include_paths=[str(CSRC)],
-            is_python_module=False, with_cuda=with_cuda, verbose=verbose)
+            extra_cflags=["-O3", "-ffp-contract=off"],
+            extra_cuda_cflags=["-O3"],
+            extra_include_paths=[str(CSRC)],
+            is_python_module=False,
+            with_cuda=with_cuda,
+            verbose=verbose,
+        )
         library = Path(built) if built else work / "layerprobe_ops.so"
         temporary = output.with_name(f".{output.name}.tmp{os.getpid()}")
         shutil.copyfile(library, temporary)

@@ -16,12 +16,16 @@ def head_eval_reference(hidden, weight, bias, labels, reference):
     """Logits of all V × N rows at once, then argmax, cross-entropy (float64) and the counts."""
     classes = weight.shape[0]
     if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < classes):
-        raise ValueError(f"head_eval: labels must lie in [0, {classes}) for a head of {classes} classes, "
-                         f"got labels from {int(labels.min())} to {int(labels.max())}")
+        raise ValueError(
+            f"head_eval: labels must lie in [0, {classes}) for a head of {classes} classes, "
+            f"got labels from {int(labels.min())} to {int(labels.max())}"
+        )
     logits = F.linear(hidden, weight, bias)  # (V, N, C)
     v, n = logits.shape[:2]
     pred = logits.argmax(dim=2)
-    loss = F.cross_entropy(logits.reshape(v * n, classes).double(), labels.repeat(v), reduction="none").view(v, n).sum(1)
+    loss = (
+        F.cross_entropy(logits.reshape(v * n, classes).double(), labels.repeat(v), reduction="none").view(v, n).sum(1)
+    )
     return (pred == labels).sum(1), loss, (pred == reference).sum(1)
 
 
@@ -41,8 +45,11 @@ def interp_unit_reference(x, weight0, bias0, weight1, bias1, alphas, activation=
 def noisy_unit_reference(x, weight, bias, sigmas, seeds, stream=0):
     """Every E_k materialized, then one batched product."""
     rows, cols = weight.shape
-    noise = torch.stack([normal_noise(int(s) % 2**64, stream, rows, cols, weight.dtype) for s in seeds.tolist()]) \
-        if len(seeds) else weight.new_empty(0, rows, cols)
+    noise = (
+        torch.stack([normal_noise(int(s) % 2**64, stream, rows, cols, weight.dtype) for s in seeds.tolist()])
+        if len(seeds)
+        else weight.new_empty(0, rows, cols)
+    )
     perturbed = weight + sigmas.to(weight.dtype).view(-1, 1, 1) * noise.to(weight.device)
     out = torch.matmul(x, perturbed.transpose(1, 2))
     return out if bias is None else out + bias
