@@ -316,8 +316,12 @@ def test_aggregation_and_figures_are_local_rules(tmp_path):
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
     with SnakemakeApi(OutputSettings()) as api:
-        parsed = api.workflow(resource_settings=ResourceSettings(), snakefile=REPO / "Snakefile", workdir=tmp_path,
-                              config_settings=ConfigSettings(configfiles=[tmp_path / "config.yaml"]))
+        parsed = api.workflow(
+            resource_settings=ResourceSettings(),
+            snakefile=REPO / "Snakefile",
+            workdir=tmp_path,
+            config_settings=ConfigSettings(configfiles=[tmp_path / "config.yaml"]),
+        )
         local = set(parsed._workflow._localrules)  # the set Snakemake's executors consult
     figures = {f"{name}_figure" for name in ("robustness", "distance", "interpolation", "criticality", "joint")}
     assert {"download", "aggregate", *figures} == local
