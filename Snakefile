@@ -26,6 +26,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.
 import layerprobe.config
 import layerprobe.config.resources
 import layerprobe.kinds
+import layerprobe.shards
 
 try:
     # Nested --config values arrive as strings: they are read by the types the schema wants.
@@ -35,6 +36,9 @@ except layerprobe.config.ConfigError as err:
 
 RUNS = {run["name"]: run for run in config["runs"]}
 PROBES = config["probes"]
+# Runs whose probe work is split into several jobs (resources.probe.shards / shard_macs), by shard name.
+SHARDS = {name: {s.name: s for s in plan} for name, plan in
+          ((name, layerprobe.shards.plan(run, config)) for name, run in RUNS.items()) if plan}
 FIGURES = layerprobe.kinds.figures(PROBES)  # those of the enabled probe kinds, and the distances
 # The fused operators (rules/ops.smk): built once, for probes on a GPU (or engine.ops: on).
 OPS_LIBRARY = "results/ops/layerprobe_ops.so"

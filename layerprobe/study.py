@@ -2,7 +2,8 @@
 
 Kinds are evaluated in stages: first those that need no other kind's rows, then those that do (the
 joint probe's robust set comes from the re-initialization rows). Within a stage, the variants of
-every kind that evaluates on the same data go to the engine in one call, so they share its batches.
+every kind that evaluates on the same data go to the engine in one call, so they share its batches
+(layerprobe.shards: `stages`, `calls`). A shard of the run evaluates a part of those calls.
 """
 
 from __future__ import annotations
@@ -13,18 +14,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from layerprobe import kinds
+from layerprobe import kinds, shards
 from layerprobe.base.seeds import derive_seed
 from layerprobe.data.dataset import Splits
+from layerprobe.kinds.rerandomize import draw_seeds
 from layerprobe.models import describe, fresh_state
 from layerprobe.models.units import State, inventory
 from layerprobe.probing import distances, engine
 from layerprobe.results import tables
-
-
-def draw_seeds(base_seed: int, run_seed: int, draws: int) -> list[int]:
-    """Seeds of the re-randomization draws; they depend on the run's seed so seeds differ per run."""
-    return [derive_seed("rerandomize", base_seed, run_seed, k) for k in range(draws)]
 
 
 def run_columns(run: dict) -> dict:
@@ -48,6 +45,8 @@ def probe_run(
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = True,
     ops: bool = False,
+    shard: dict | None = None,
+    earlier: list[dict] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The `robustness`, `distances` and `inventory` tables of one run.
 
@@ -60,6 +59,10 @@ def probe_run(
     model's, applied only to the examples the subsets keep; `ops` has the engine use the loaded fused
     operators (layerprobe.probing.ops.resolve). Every setting is checked before any evaluation.
     Re-randomization's draws (`probes.rerandomize`) are the fresh states of every kind that re-draws.
+
+    `shard` (a `shards.Shard.spec()`) evaluates only that shard's variants and returns only its
+    `robustness` rows, each with its place in the unsharded table (shards.ORDER columns); `earlier`
+    then holds the rows its kinds read that other shards made (the reinit rows of the joint robust set).
     """
     model = factory()
     units = inventory(model, unit_rule)
@@ -67,9 +70,7 @@ def probe_run(
     if 0 not in checkpoints:
         raise ValueError(f"probing needs the epoch-0 checkpoint (the initialization); epochs given: {epochs}")
     final = checkpoints[epochs[-1]]
-    rerandomize = settings["rerandomize"]
-    seeds = draw_seeds(rerandomize["seed"], run["seed"], rerandomize["draws"] if rerandomize["enabled"] else 0)
-    drawn = [(seed, fresh_state(factory, seed)) for seed in seeds]
+    seeds, drawn = _draws(factory, settings, run)
 
     def source(key: tuple[str, int]) -> State:
         kind, index = key
@@ -93,36 +94,61 @@ def probe_run(
         categories=categories,
         joint_groups=joint_groups or {},
     )
+    wanted = set(shard["kinds"]) if shard else {k.name for k in active}
     for kind in active:
-        if kind.check:
+        if kind.check and kind.name in wanted:
             kind.check(kinds.Context(**context, rows=[]))
-    data = {kind.name: _data_of(kind, settings, run["seed"], splits, prepare) for kind in active if kind.subset}
+    data = {
+        kind.name: _data_of(kind, settings, run["seed"], splits, prepare)
+        for kind in active
+        if kind.subset and kind.name in wanted
+    }
     probed = {
         s: subsample(*splits[s], settings["subset"].get(s), "probe subset", settings["subset_seed"], s)
         for s in settings["splits"]
     }
     probed = {s: (prepare(x), y) for s, (x, y) in probed.items()}
 
-    rows: list[dict] = []
-    for stage in _stages(active):
+    rows: list[dict] = list(earlier or [])  # what the kinds of later stages read
+    placed: list[dict] = []  # shard rows: each with its place among its kind's rows (shards.ORDER)
+    for stage in shards.stages([k for k in active if k.name in wanted]):
         described = [(kind, kind.variants(kinds.Context(**context, rows=rows))) for kind in stage]
-        calls: dict[str | None, list] = {}  # one engine call per data: the probed splits (None) or a kind's own
-        for kind, variants in described:
-            calls.setdefault(kind.name if kind.subset else None, []).extend(variants)
-        for on, variants in calls.items():
-            rows += engine.evaluate(
+        for on, members in shards.calls(described).items():
+            chosen = [(v, i) for _, vs in members for i, v in enumerate(vs) if not shard or shards.selects(shard, v)]
+            if not chosen:
+                continue
+            on_data = probed if on is None else data[on]
+            evaluated = engine.evaluate(
                 model,
                 units,
-                variants,
+                [v for v, _ in chosen],
                 final,
                 source,
-                probed if on is None else data[on],
+                on_data,
                 settings["bn_stats"],
                 device=device,
                 memory_budget=memory_budget,
                 progress=f"probe {run['run']}" if progress else None,
                 ops=ops,
             )
+            rows += evaluated
+            split_index = {name: j for j, name in enumerate(on_data)}
+            placed += [
+                {"variant": chosen[n // len(on_data)][1], "split_index": split_index[r["split"]], **r}
+                for n, r in enumerate(evaluated)
+            ]
+    if shard:
+        return {"robustness": tables.frame(placed, shards.ORDER + tables.ROBUSTNESS, run)}
+    return {
+        "robustness": tables.frame(placed, tables.ROBUSTNESS, run),
+        **unit_tables(units, checkpoints, drawn, run, num_classes),
+    }
+
+
+def unit_tables(
+    units: list, checkpoints: dict[int, State], drawn: list[tuple[int, State]], run: dict, num_classes: int
+) -> dict[str, pd.DataFrame]:
+    """The `distances` and `inventory` tables of one run (the merge of a sharded run makes them too)."""
     unit_rows = [
         {
             "unit": u.name,
@@ -135,10 +161,34 @@ def probe_run(
         for u in units
     ]
     return {
-        "robustness": tables.frame(rows, tables.ROBUSTNESS, run),
         "distances": tables.frame(distances.table_rows(units, checkpoints, drawn), tables.DISTANCES, run),
         "inventory": tables.frame(unit_rows, tables.INVENTORY, run),
     }
+
+
+def merge_run(
+    factory: Callable[[], nn.Module],
+    checkpoints: dict[int, State],
+    parts: list[pd.DataFrame],
+    settings: dict,
+    run: dict,
+    num_classes: int,
+    unit_rule: str | dict | None = None,
+) -> dict[str, pd.DataFrame]:
+    """A sharded run's tables: its shards' rows in the unsharded order, and its distances and inventory."""
+    _, drawn = _draws(factory, settings, run)
+    units = inventory(factory(), unit_rule)
+    return {
+        "robustness": shards.merge(parts, settings, tables.ROBUSTNESS),
+        **unit_tables(units, checkpoints, drawn, run, num_classes),
+    }
+
+
+def _draws(factory: Callable[[], nn.Module], settings: dict, run: dict) -> tuple[list[int], list[tuple[int, State]]]:
+    """The re-randomization draws' seeds and fresh states (none when re-randomization is off)."""
+    settings = settings.get("rerandomize", {"enabled": False})  # a shard's settings hold it only when it draws
+    seeds = draw_seeds(settings["seed"], run["seed"], settings["draws"]) if settings["enabled"] else []
+    return seeds, [(seed, fresh_state(factory, seed)) for seed in seeds]
 
 
 def subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, *seed_parts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,15 +213,3 @@ def _data_of(
         raise ValueError(f"probes.{kind.name}.split: {subset.split!r} is not among the data splits {list(splits)}")
     x, y = subsample(*splits[subset.split], subset.size, *subset.seed)
     return {subset.split: (prepare(x), y)}
-
-
-def _stages(active: list[kinds.ProbeKind]) -> list[list[kinds.ProbeKind]]:
-    """The kinds in evaluation stages: a kind comes one stage after the latest (enabled) kind it reads."""
-    names = {k.name for k in active}
-    stage: dict[str, int] = {}
-    for kind in active:  # registry order: a kind reads only kinds before it
-        later = [a for a in kind.after if a in names and a not in stage]
-        if later:
-            raise ValueError(f"probe kind {kind.name!r} reads the rows of {later}, registered after it")
-        stage[kind.name] = 1 + max((stage[a] for a in kind.after if a in names), default=-1)
-    return [[k for k in active if stage[k.name] == s] for s in sorted(set(stage.values()))]

@@ -1,5 +1,7 @@
 # Helpers shared by the rules (plain Python over the validated config: no torch at parse time).
 
+import re
+
 import layerprobe.config.datasets
 import layerprobe.config.resources
 
@@ -27,3 +29,15 @@ def dataset_files(wildcards):
 def gpus(rule, device):
     """GPUs a job of `rule` asks for (config `resources`); a profile's set-resources overrides it."""
     return layerprobe.config.resources.job_gpus(config["resources"][rule]["gpu"], device)
+
+
+# The probe rules' view of the shards (layerprobe.shards).
+
+
+def runs_matching(names):
+    """A wildcard constraint matching exactly these run names (none: nothing)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+def shard_file(run, shard):
+    return f"results/runs/{run}/probes/shards/{shard}.csv"

@@ -1,12 +1,15 @@
 """configs/paper-*.yaml: each validates and dry-runs with the jobs its experiments need."""
 
+import importlib.util
+
 import pytest
 import yaml
 
+from layerprobe import shards
 from layerprobe.config import validate
 
 from conftest import REPO, SCHEMA
-from test_workflow import planned_jobs, snakemake
+from test_workflow import planned_jobs, planned_resources, snakemake
 
 CONFIGS = sorted((REPO / "configs").glob("paper-*.yaml"))
 
@@ -56,7 +59,10 @@ def test_cifar10_config_is_f3_and_the_depth_sweep(tmp_path):
     assert len({r["seed"] for r in config["runs"] if r["model"]["name"] == "vgg11"}) >= 2
     jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
     n = len(config["runs"])
-    assert (jobs["download"], jobs["data"], jobs["train"], jobs["probe"]) == (1, 1, n, n)
+    assert (jobs["download"], jobs["data"], jobs["train"], jobs["merge_shards"]) == (1, 1, n, n)
+    # Each run's probe work in shards (resources.probe.shard_macs): several probe jobs per run.
+    planned = [len(shards.plan(run, config)) for run in config["runs"]]
+    assert jobs["probe_shard"] == sum(planned) and min(planned) >= 4 and "probe" not in jobs
 
 
 def test_imagenet_config_requires_its_folder_and_plans_resnet50(tmp_path):
@@ -70,7 +76,9 @@ def test_imagenet_config_requires_its_folder_and_plans_resnet50(tmp_path):
     result = snakemake(tmp_path, config, "-n")
     jobs = planned_jobs(result)
     n = len(config["runs"])
-    assert "download" not in jobs and (jobs["data"], jobs["train"], jobs["probe"]) == (1, n, n)
+    planned = sum(len(shards.plan(run, validated)) for run in validated["runs"])
+    assert "download" not in jobs and (jobs["data"], jobs["train"], jobs["merge_shards"]) == (1, n, n)
+    assert jobs["probe_shard"] == planned > 2 * n
     # Without the folder the workflow stops before planning anything, naming the key.
     raw["datasets"]["imagenet"]["root"] = None
     refused = snakemake(tmp_path, raw, "-n")
@@ -88,3 +96,18 @@ def test_imagenet_folder_given_on_the_command_line_as_the_readme_says(tmp_path):
         f"datasets={{imagenet: {{root: {tmp_path / 'imagenet'}}}}}",
     )
     assert planned_jobs(result)["data"] == 1
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+    reason="snakemake-executor-plugin-slurm is not installed",
+)
+def test_on_slurm_each_cifar10_shard_is_its_own_gpu_job(tmp_path):
+    config = load("paper-cifar10.yaml")
+    result = snakemake(tmp_path, config, "-n", "--profile", str(REPO / "profiles" / "slurm"))
+    jobs, resources = planned_jobs(result), planned_resources(result)
+    validated = validate(config, SCHEMA)
+    per_run = {run["name"]: len(shards.plan(run, validated)) for run in validated["runs"]}
+    assert jobs["probe_shard"] == sum(per_run.values()) and min(per_run.values()) >= 4
+    assert per_run["resnet50-s0"] > per_run["vgg11-s0"]  # the costlier net, in more shards
+    assert resources["probe_shard"]["gpu"] == "1" and resources["merge_shards"].get("gpu", "0") == "0"

@@ -179,6 +179,36 @@ def test_bad_config_stops_before_any_work(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+# --- Probe work in shards ---------------------------------------------------------------------------------
+
+SHARDED = {**TINY, "resources": {"probe": {"shards": 2}}}
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sharded")
+    result = snakemake(folder, SHARDED, "--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
+def test_sharded_tables_equal_the_unsharded_ones(workflow, sharded):
+    """Two runs, every probe kind, 7 shards a run, merged back: the same bytes as one probe job a run."""
+    assert len(list((sharded / "results/runs/fcn/probes/shards").glob("*.csv"))) == 7
+    for name in ("robustness.csv", "distances.csv", "criticality.csv", "units.csv"):
+        assert (sharded / "results/tables" / name).read_bytes() == (workflow / "results/tables" / name).read_bytes()
+
+
+def test_editing_one_kind_reruns_only_its_shards(sharded):
+    config = yaml.safe_load(yaml.safe_dump(SHARDED))
+    config["probes"]["interpolate"]["alphas"] = 3
+    result = snakemake(sharded, config, "-n")
+    jobs = planned_jobs(result)
+    assert jobs["probe_shard"] == 4 and jobs["merge_shards"] == 2 and "train" not in jobs  # interpolate.{0,1} x 2 runs
+    rerun = set(re.findall(r"output: results/runs/\w+/probes/shards/([\w.+-]+)\.csv", result.stdout))
+    assert rerun == {"interpolate.0", "interpolate.1"}
+
+
 def test_a_config_file_is_complete_on_its_own(tmp_path):
     """With --configfile, keys the file leaves out take the schema's defaults, not config.yaml's."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**TINY, "probes": {"criticality": {"enabled": False}}}))

@@ -7,6 +7,7 @@ mirrors and SHA-256, `num_classes` and optionally a `normalization`.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import yaml
@@ -40,11 +41,39 @@ def file_roles(declaration: dict) -> list[str]:
 
 
 def job_settings(declaration: dict) -> dict:
-    """What shapes a prepared dataset: the declaration with each file reduced to its SHA-256.
+    """What shapes a prepared dataset: the declaration with each file reduced to its SHA-256, and
+    without the planning hint `examples`.
 
     Mirrors do not change the bytes a checksum admits, so editing URLs reruns nothing.
     """
     settings = copy.deepcopy(declaration)
+    settings.pop("examples", None)
     if "files" in settings:
         settings["files"] = {role: entry["sha256"].lower() for role, entry in settings["files"].items()}
     return settings
+
+
+DIGITS = 1797  # scikit-learn's bundled digits
+UNKNOWN_EXAMPLES = 10_000  # a split whose size a declaration does not give, for planning estimates
+
+
+def image_shape(declaration: dict) -> tuple[int, int, int]:
+    """The (C, H, W) of the dataset's images as the data rule will store them, known from the
+    declaration alone (an idx dataset is taken to hold MNIST's 28x28 images)."""
+    fmt = declaration["format"]
+    if fmt == "digits":
+        return (1, 8, 8)
+    if fmt == "cifar":
+        return (3, 32, 32)
+    if fmt == "imagefolder":
+        return (3, declaration["image_size"], declaration["image_size"])
+    return (1, 28, 28)
+
+
+def examples(declaration: dict) -> dict[str, int]:
+    """How many images each split holds, as far as the declaration says (an estimate for planning)."""
+    if declaration["format"] == "digits":
+        test = math.ceil(declaration["test_fraction"] * DIGITS)  # as scikit-learn's train_test_split rounds
+        return {"train": DIGITS - test, "test": test}
+    given = declaration.get("examples") or {}
+    return {split: given.get(split, UNKNOWN_EXAMPLES) for split in ("train", "test")}

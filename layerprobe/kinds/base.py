@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # annotations only
 class Context:
     """What a kind describes its variants from: one trained run and the probe settings."""
 
-    units: list[Unit]  # the run's units, in forward order
+    units: list[Unit]  # the run's units, in forward order (while planning: config.shapes.UnitShape, names only)
     epochs: list[int]  # the run's checkpoints, 0 and the final epoch included
     draw_seeds: list[int]  # seeds of the re-randomization draws (empty when re-randomization is off)
     settings: dict  # the config's `probes` section, defaults filled
@@ -34,7 +34,9 @@ class Context:
     num_classes: int
     categories: dict  # the config's `categories` section
     joint_groups: dict  # the run's named sets of units
-    rows: list[dict]  # the rows of the kinds evaluated before this one (see ProbeKind.after)
+    # The rows of the kinds evaluated before this one (ProbeKind.after); None while the workflow plans,
+    # before any evaluation: a kind then describes what it can without them.
+    rows: list[dict] | None
 
     def section(self, name: str) -> dict:
         return self.settings[name]
@@ -93,6 +95,7 @@ class ProbeKind:
     # Its own data (e.g. criticality's seeded subset of the training split); None: the probed splits.
     subset: Callable[[dict, int], Subset] | None = None  # (section, run seed) -> Subset
     after: tuple[str, ...] = ()  # kinds whose rows `variants` reads (Context.rows): evaluated first
+    reads: tuple[str, ...] = ()  # other kinds' sections its variants depend on (joint: the draws of rerandomize)
     check: Callable[[Context], None] | None = None  # the settings against the run, before any evaluation
     summary: Summary | None = None
     tables: tuple[Table, ...] = ()

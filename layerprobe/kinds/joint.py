@@ -33,7 +33,7 @@ def check(ctx: Context) -> None:
 def variants(ctx: Context) -> list[Variant]:
     settings = ctx.section("joint")
     sets = _groups(ctx) + (cumulative_sets(ctx.units) if settings["cumulative"] else [])
-    if settings["robust"]:
+    if settings["robust"] and ctx.rows is not None:  # known only once re-initialization has run
         robust = _robust_units(ctx)
         if robust:
             sets.append((ROBUST, robust))
@@ -109,6 +109,7 @@ KIND = ProbeKind(
     name="joint",
     variants=variants,
     after=("reinit",),
+    reads=("rerandomize",),
     check=check,
     figures=(
         Figure(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from layerprobe.base.seeds import derive_seed
 from layerprobe.kinds.base import Context, ProbeKind, Summary
 from layerprobe.kinds.reinit import KEYS, ROBUSTNESS_FIGURE
 from layerprobe.probing.variants import Variant, targets
@@ -16,6 +17,11 @@ from layerprobe.results.categories import categorize
 
 if TYPE_CHECKING:
     from layerprobe.models.units import Unit
+
+
+def draw_seeds(base_seed: int, run_seed: int, draws: int) -> list[int]:
+    """Seeds of the re-randomization draws; they depend on the run's seed so seeds differ per run."""
+    return [derive_seed("rerandomize", base_seed, run_seed, k) for k in range(draws)]
 
 
 def describe(units: list[Unit], draw_seeds: list[int]) -> list[Variant]:

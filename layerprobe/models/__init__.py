@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from layerprobe.models.chain import UnitChain
-from layerprobe.models.fcn import fcn
-from layerprobe.models.resnet import RESNET_BLOCKS, resnet_of_depth
-from layerprobe.models.vgg import VGG_STAGES, vgg, vgg_of_depth
+from layerprobe.models.families.fcn import fcn
+from layerprobe.models.families.resnet import RESNET_BLOCKS, resnet_of_depth
+from layerprobe.models.families.vgg import VGG_STAGES, vgg, vgg_of_depth
 
 __all__ = ["MODELS", "UnitChain", "build", "describe", "factory", "fcn", "fresh_state", "vgg"]
 

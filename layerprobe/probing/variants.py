@@ -61,6 +61,12 @@ class Variant:
         }
 
 
+def batch_key(variant: Variant) -> tuple:
+    """What the engine evaluates together: variants resetting the same units, alike in being whole, in the
+    start of their α grid (two layer evaluations serve a whole grid) and in carrying noise or not."""
+    return (variant.units, variant.whole, variant.source if variant.alpha is not None else None, variant.noisy)
+
+
 def row(variant: Variant, bn_stats: str, split: str, result: Mapping) -> dict:
     """A robustness-table row: the variant's columns, then its measurements on one split."""
     return {

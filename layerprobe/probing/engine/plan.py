@@ -10,7 +10,7 @@ from torch import nn
 
 from layerprobe.data.dataset import Splits
 from layerprobe.models.units import State, Unit
-from layerprobe.probing.variants import Variant
+from layerprobe.probing.variants import Variant, batch_key
 
 _CACHE_BYTES = 32 * 2**20  # activations per slice: a slice's suffix streams through the cache
 _MIN_ROWS = 256  # rows (variants × inputs) per slice below which GEMMs get too thin
@@ -46,8 +46,7 @@ class Plan:
     def __post_init__(self) -> None:
         by_set = defaultdict(list)
         for i, v in enumerate(self.variants):
-            # Interpolations share their start (two layer evaluations per chunk); noise comes per chunk or not.
-            by_set[(v.units, v.whole, v.source if v.alpha is not None else None, v.noisy)].append(i)
+            by_set[batch_key(v)].append(i)
         index = {u.name: u.index for u in self.units}
         widest = widest_activation(self.model, self.splits)
         row = 4 * widest  # per input and variant: input, output and temporaries of the widest layer

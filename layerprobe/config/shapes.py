@@ -1,0 +1,104 @@
+"""What a model setting will be, read without building it: its units in order, each with its multiply-adds.
+
+The workflow plans with these before any torch runs (probe shards sized by their cost; unit names
+checked against the config). They are computed from the settings alone, for the built-in model
+families (layerprobe.models builds the same networks; tests/test_models.py checks that the names
+equal the built model's units and the multiply-adds equal those counted on it). A family without an
+entry here is planned without shapes: one shard per probe kind, unit names unchecked until probing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+
+@dataclass(frozen=True)
+class UnitShape:
+    name: str
+    index: int
+    macs: int  # multiply-adds of one example through the unit (its linear and conv layers)
+
+
+# Same stages as layerprobe.models.vgg.VGG_STAGES (configurations A, B, D, E; a test keeps them equal).
+VGG_STAGES = {
+    11: [[64], [128], [256, 256], [512, 512], [512, 512]],
+    13: [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]],
+    16: [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
+    19: [[64, 64], [128, 128], [256, 256, 256, 256], [512, 512, 512, 512], [512, 512, 512, 512]],
+}
+RESNET_BLOCKS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]), 50: ("bottleneck", [3, 4, 6, 3])}
+
+
+def units(spec: dict, input_shape: tuple[int, ...], num_classes: int) -> list[UnitShape] | None:
+    """The units of the model `spec` (a config's `model`, defaults filled) on inputs of `input_shape`;
+    None for a family this module does not know."""
+    options = {k: v for k, v in spec.items() if k != "name"}
+    name = spec["name"]
+    if name == "fcn":
+        found = _fcn(input_shape, num_classes, **options)
+    elif name == "vgg":
+        found = _vgg(input_shape, num_classes, **options)
+    elif name.startswith("vgg") and name[3:].isdigit() and int(name[3:]) in VGG_STAGES:
+        found = _vgg(input_shape, num_classes, VGG_STAGES[int(name[3:])], options.get("fc", [512, 512]))
+    elif name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in RESNET_BLOCKS:
+        found = _resnet(input_shape, num_classes, int(name[6:]), options.get("stem", "cifar"))
+    else:
+        return None
+    return [UnitShape(unit, i, int(macs)) for i, (unit, macs) in enumerate(found)]
+
+
+def _fcn(input_shape, num_classes, depth=3, width=256):
+    fan_in, out = prod(input_shape), []
+    for i in range(1, depth + 1):
+        out.append((f"layer{i}", fan_in * width))
+        fan_in = width
+    return out + [(f"layer{depth + 1}", fan_in * num_classes)]
+
+
+def _conv(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _vgg(input_shape, num_classes, stages=((32,), (64, 64)), fc=(128, 128), batch_norm=False):
+    channels, height, width = input_shape
+    out = []
+    for s, stage in enumerate(stages, start=1):
+        for b, out_channels in enumerate(stage, start=1):
+            out.append((f"stage{s}.block{b}", channels * out_channels * 9 * height * width))
+            channels = out_channels
+        height, width = height // 2, width // 2
+    fan_in = channels * height * width
+    for i, features in enumerate([*fc, num_classes], start=1):
+        out.append(("final_linear" if i == len(fc) + 1 else f"fc{i}", fan_in * features))
+        fan_in = features
+    return out
+
+
+def _resnet(input_shape, num_classes, depth, stem, width=64):
+    channels, size, _ = input_shape
+    if stem == "cifar":
+        out = [("stage0", channels * width * 9 * size * size)]
+    else:  # 7x7 stride-2 conv, then a 3x3 stride-2 max-pool
+        size = _conv(size, 7, 2, 3)
+        out = [("stage0", channels * width * 49 * size * size)]
+        size = _conv(size, 3, 2, 1)
+    kind, counts = RESNET_BLOCKS[depth]
+    expansion = 1 if kind == "basic" else 4
+    in_channels = width
+    for s, count in enumerate(counts, start=1):
+        planes = width * 2 ** (s - 1)
+        for b in range(1, count + 1):
+            stride = 2 if s > 1 and b == 1 else 1
+            after = _conv(size, 3, stride, 1)
+            out_channels = planes * expansion
+            if kind == "basic":
+                macs = (in_channels * planes * 9 + planes * out_channels * 9) * after * after
+            else:
+                squeeze = in_channels * planes * size * size  # the 1x1 conv, before any stride
+                macs = squeeze + (planes * planes * 9 + planes * out_channels) * after * after
+            if stride != 1 or in_channels != out_channels:  # the 1x1 projection shortcut
+                macs += in_channels * out_channels * after * after
+            out.append((f"stage{s}.resblk{b}", macs))
+            in_channels, size = out_channels, after
+    return out + [("final_linear", in_channels * num_classes)]

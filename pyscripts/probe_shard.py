@@ -1,0 +1,43 @@
+"""Rule `probe_shard`: evaluate one shard of a run's probe variants (snakemake object in scope)."""
+
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+
+import torch
+
+from layerprobe import models, shards, study
+from layerprobe.base.device import resolve_device
+from layerprobe.config import SPLITS, parse_bytes
+from layerprobe.data import dataset
+from layerprobe.probing import ops
+from layerprobe.results import tables
+from layerprobe.training import checkpoints
+
+torch.set_num_threads(snakemake.params.torch_threads)  # fixed by config: it changes the bits
+run, engine, shard = snakemake.params.run, snakemake.params.engine, snakemake.params.shard
+data = dataset.load(snakemake.input.data)
+fused = ops.resolve(engine["ops"], snakemake.input.get("ops") or None, resolve_device(engine["device"]))
+print(f"shard {shard['name']} of run {run['name']}: kinds {shard['kinds']}; fused operators {'on' if fused else 'off'}")
+earlier = [
+    row
+    for path in snakemake.input.earlier
+    for row in tables.read_csv(path, shards.ORDER + tables.ROBUSTNESS).to_dict("records")
+]
+result = study.probe_run(
+    models.factory(run["model"], data.input_shape, data.num_classes),
+    checkpoints.load_all(snakemake.input.manifest),
+    {name: data.raw(name) for name in SPLITS},
+    snakemake.params.probes,
+    study.run_columns(run),
+    data.num_classes,
+    device=engine["device"],
+    memory_budget=parse_bytes(engine["memory_budget"]),
+    categories=snakemake.params.categories,
+    joint_groups=run["joint_groups"],
+    transform=data.normalize,
+    ops=fused,
+    shard=shard,
+    earlier=earlier,
+)
+tables.write_csv(result["robustness"], snakemake.output[0])
