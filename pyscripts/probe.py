@@ -1,4 +1,5 @@
-"""Rule `probe`: evaluate every probe variant of one trained run (snakemake object in scope)."""
+"""Rules `probe` and `probe_shard`: evaluate a run's probe variants, all of them or one shard's
+(snakemake object in scope)."""
 
 import sys
 
@@ -6,7 +7,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 import torch
 
-from layerprobe import models, study
+from layerprobe import models, shards, study
 from layerprobe.base.device import resolve_device
 from layerprobe.config import SPLITS, parse_bytes
 from layerprobe.data import dataset
@@ -15,11 +16,20 @@ from layerprobe.results import tables
 from layerprobe.training import checkpoints
 
 torch.set_num_threads(snakemake.params.torch_threads)  # fixed by config: it changes the bits
-run, engine = snakemake.params.run, snakemake.params.engine
+run, engine, shard = snakemake.params.run, snakemake.params.engine, snakemake.params.get("shard")
 data = dataset.load(snakemake.input.data)
 # engine.ops: load the library the build_ops rule made (never compile here); auto falls back to PyTorch.
 fused = ops.resolve(engine["ops"], snakemake.input.get("ops") or None, resolve_device(engine["device"]))
-print(f"engine.ops = {engine['ops']}: fused operators {'on' if fused else 'off'}")
+print(
+    f"engine.ops = {engine['ops']}: fused operators {'on' if fused else 'off'}"
+    + (f"; shard {shard['name']}: kinds {shard['kinds']}" if shard else "")
+)
+# A shard of the joint probe reads the re-initialization rows its robust set comes from.
+earlier = [
+    row
+    for path in snakemake.input.get("earlier", [])
+    for row in tables.read_csv(path, shards.ORDER + tables.ROBUSTNESS).to_dict("records")
+]
 results = study.probe_run(
     models.factory(run["model"], data.input_shape, data.num_classes),
     checkpoints.load_all(snakemake.input.manifest),
@@ -33,6 +43,11 @@ results = study.probe_run(
     joint_groups=run["joint_groups"],
     transform=data.normalize,
     ops=fused,
+    shard=shard,
+    earlier=earlier,
 )
-for name, table in results.items():
-    tables.write_csv(table, snakemake.output[name])
+if shard:
+    tables.write_csv(results["robustness"], snakemake.output[0])
+else:
+    for name, table in results.items():
+        tables.write_csv(table, snakemake.output[name])

@@ -73,7 +73,7 @@ rule probe_shard:
     conda:
         "../envs/layerprobe.yaml"
     script:
-        "../pyscripts/probe_shard.py"
+        "../pyscripts/probe.py"
 
 
 rule merge_shards:
