@@ -26,8 +26,9 @@ from layerprobe.probing.ops import register_fakes
 
 CSRC = Path(__file__).resolve().parents[3] / "csrc"
 
-# The CUDA library headers that torch's ATen/cuda/CUDAContext.h includes (torch 2.4 to 2.14), which
-# ops_cuda.cpp includes through it. A toolkit may lack the math libraries' ones (cuBLAS, cuSPARSE,
+# The CUDA library headers that torch's ATen/cuda/CUDAContext.h includes (through CUDAContextLight.h;
+# the same five in torch 2.13 and 2.14, cuDSS only where torch was built with it), which ops_cuda.cpp
+# includes through it. A toolkit may lack the math libraries' ones (cuBLAS, cuSPARSE,
 # cuSOLVER); a CUDA build of torch from PyPI then has them in its NVIDIA wheels.
 CUDA_HEADERS = ("cuda_runtime_api.h", "cusparse.h", "cublas_v2.h", "cublasLt.h", "cusolverDn.h")
 
