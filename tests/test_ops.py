@@ -483,14 +483,17 @@ def test_arch_list_from_torchs_own_architectures():
     assert build.arch_list(["compute_90"]) == build.arch_list([]) == build.FALLBACK_ARCHS == "8.0;9.0"
 
 
-def fake_build(monkeypatch, tmp_path, *, cuda_version, gpus, arch_env=None):
-    """ops.build with cpp_extension.load replaced: what it was given, and TORCH_CUDA_ARCH_LIST then."""
+def fake_build(monkeypatch, tmp_path, *, cuda_version, gpus, arch_env=None, cuda=...):
+    """ops.build with cpp_extension.load replaced: what it was given, TORCH_CUDA_ARCH_LIST and
+    cpp_extension.CUDA_HOME then. With a CUDA torch, the toolkit is a fake one (`fake_toolkit`) whose
+    headers are complete, found behind an nvcc wrapper on PATH. `cuda` is build_ops' (default: whether
+    torch has CUDA)."""
     from torch.utils import cpp_extension
 
     seen = {}
 
     def load(**kwargs):
-        seen.update(kwargs, arch_list=os.environ.get("TORCH_CUDA_ARCH_LIST"))
+        seen.update(kwargs, arch_list=os.environ.get("TORCH_CUDA_ARCH_LIST"), cuda_home=cpp_extension.CUDA_HOME)
         (Path(kwargs["build_directory"]) / "layerprobe_ops.so").write_bytes(b"")
         return None
 
@@ -503,7 +506,11 @@ def fake_build(monkeypatch, tmp_path, *, cuda_version, gpus, arch_env=None):
     else:
         monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", arch_env)
     monkeypatch.setattr(build, "register_fakes", lambda: None)
-    assert build.build_ops(tmp_path / "out.so", cuda=cuda_version is not None).is_file()
+    if cuda_version is not None and not (tmp_path / "cuda-13.0").exists():
+        isolate_cuda(monkeypatch, tmp_path, fake_toolkit(tmp_path / "cuda-13.0", headers=build.CUDA_HEADERS))
+    before = cpp_extension.CUDA_HOME
+    assert build.build_ops(tmp_path / "out.so", cuda=cuda_version is not None if cuda is ... else cuda).is_file()
+    assert cpp_extension.CUDA_HOME == before  # set for the build only
     return seen
 
 
@@ -517,7 +524,218 @@ def test_build_without_a_visible_gpu_compiles_for_torchs_architectures(monkeypat
     assert fake_build(monkeypatch, tmp_path, cuda_version="12.8", gpus=1)["arch_list"] is None  # from the card
     cpu_only = fake_build(monkeypatch, tmp_path, cuda_version=None, gpus=0)
     assert cpu_only["arch_list"] is None and cpu_only["with_cuda"] is False
-    assert "-ffp-contract=off" in cpu_only["extra_cflags"]
+    assert cpu_only["extra_cflags"] == ["-O3", "-ffp-contract=off"]  # the CPU build's flags, unchanged
+
+
+# --- Finding the CUDA toolkit and the headers ----------------------------------------------------
+
+
+def executable(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def fake_toolkit(root: Path, *, headers=("cuda_runtime.h",), reports: str | None = "TOP") -> Path:
+    """A CUDA toolkit's skeleton: include/ with `headers` (cuda_runtime.h always) and a bin/nvcc that,
+    like the real one, prints its environment (_HERE_, TOP) to stderr under --dryrun; `reports`
+    None: prints nothing, "_HERE_": that line alone."""
+    for name in {"cuda_runtime.h", *headers}:
+        (root / "include").mkdir(parents=True, exist_ok=True)
+        (root / "include" / name).write_text("")
+    lines = {"TOP": [f"_HERE_={root}/bin", f"TOP={root}/bin/.."], "_HERE_": [f"_HERE_={root}/bin"], None: []}[reports]
+    echo = "".join(f"echo '#$ {line}' >&2; " for line in lines)
+    executable(
+        root / "bin" / "nvcc",
+        "#!/bin/sh\n"
+        f'for a in "$@"; do [ "$a" = --dryrun ] && {{ {echo}exit 0; }}; done\n'
+        "echo 'Cuda compilation tools, release 13.0, V13.0.0'\n",
+    )
+    return root
+
+
+def isolate_cuda(monkeypatch, tmp_path, toolkit: Path | None = None, *, wrapper=True, site_dirs=()):
+    """An environment where nvcc on PATH is `toolkit`'s behind a wrapper script in tmp_path/wrap/bin
+    (the trap: torch's guess, the folder above that bin/, is not the toolkit), or a link to it
+    (`wrapper` False), or no nvcc at all (`toolkit` None); CUDA_HOME, CUDA_PATH unset;
+    resources.DEFAULT_CUDA_HOME a folder that does not exist; sys.path = `site_dirs` (where
+    nvidia_include_dirs looks)."""
+    from torch.utils import cpp_extension  # noqa: F401 (imported before sys.path is replaced)
+
+    from layerprobe.config import resources
+
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(resources, "DEFAULT_CUDA_HOME", str(tmp_path / "no-such-cuda"))
+    bin_dir = tmp_path / ("wrap" if wrapper else "links") / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir.parent / "include").mkdir(exist_ok=True)  # like /usr/local/include: no cuda_runtime.h
+    (bin_dir / "nvcc").unlink(missing_ok=True)
+    if toolkit is not None:
+        if wrapper:
+            executable(bin_dir / "nvcc", f'#!/bin/sh\nexec {toolkit}/bin/nvcc "$@"\n')
+        else:
+            (bin_dir / "nvcc").symlink_to(toolkit / "bin" / "nvcc")
+    monkeypatch.setenv("PATH", str(bin_dir))  # nothing else: a system nvcc (/usr/bin/nvcc) stays out
+    monkeypatch.setattr(sys, "path", [str(d) for d in site_dirs])
+    return bin_dir
+
+
+def fake_site(root: Path, layout: dict[str, tuple[str, ...]]) -> Path:
+    """A site-packages folder with NVIDIA wheels: {"cu13": ("cublas_v2.h", ...)} gives nvidia/cu13/include/...;
+    a package mapped to None gets only a lib/ folder."""
+    for package, headers in layout.items():
+        folder = root / "nvidia" / package / ("include" if headers is not None else "lib")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in headers or ():
+            (folder / name).write_text("")
+    return root
+
+
+def test_cuda_home_is_found_behind_an_nvcc_wrapper_script(monkeypatch, tmp_path):
+    from layerprobe.config import resources
+
+    toolkit = fake_toolkit(tmp_path / "opt" / "cuda-13.0")
+    wrapper = isolate_cuda(monkeypatch, tmp_path, toolkit)
+    nvcc = shutil.which("nvcc")
+    assert nvcc == str(wrapper / "nvcc")
+    guess = Path(nvcc).parent.parent  # torch.utils.cpp_extension's guess: the trap this test sets
+    assert guess == tmp_path / "wrap" and not resources.is_cuda_toolkit(guess)
+    assert resources.toolkit_of(nvcc) == toolkit
+    assert resources.find_cuda_home() == (toolkit, None) and resources.cuda_missing() is None
+
+
+def test_cuda_home_through_a_link_and_from_here_alone(monkeypatch, tmp_path):
+    from layerprobe.config import resources
+
+    silent = fake_toolkit(tmp_path / "silent", reports=None)  # its nvcc says nothing: the link is resolved
+    isolate_cuda(monkeypatch, tmp_path, silent, wrapper=False)
+    assert resources.toolkit_of(shutil.which("nvcc")) is None
+    assert resources.find_cuda_home() == (silent, None)
+    here = fake_toolkit(tmp_path / "here", reports="_HERE_")
+    assert resources.toolkit_of(here / "bin" / "nvcc") == here
+
+
+def test_cuda_home_from_the_variables_as_given(monkeypatch, tmp_path):
+    from layerprobe.config import resources
+
+    toolkit = fake_toolkit(tmp_path / "cuda")
+    isolate_cuda(monkeypatch, tmp_path)  # no nvcc on PATH
+    monkeypatch.setenv("CUDA_PATH", str(toolkit))
+    assert resources.find_cuda_home() == (toolkit, None)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "wrap"))  # wins over CUDA_PATH, and is not overridden
+    home, why = resources.find_cuda_home()
+    assert (
+        home is None
+        and why == f"CUDA_HOME={tmp_path / 'wrap'} is not a CUDA toolkit (it needs bin/nvcc and include/cuda_runtime.h)"
+    )
+
+
+def test_no_cuda_toolkit_names_what_is_missing(monkeypatch, tmp_path):
+    from layerprobe.config import resources
+
+    isolate_cuda(monkeypatch, tmp_path)
+    assert resources.cuda_missing() == (
+        "no CUDA toolkit: nvcc is not on PATH, CUDA_HOME and CUDA_PATH are unset, and "
+        f"{tmp_path / 'no-such-cuda'} holds none"
+    )
+    monkeypatch.setattr(resources, "DEFAULT_CUDA_HOME", str(fake_toolkit(tmp_path / "usr-local-cuda")))
+    assert resources.find_cuda_home() == (tmp_path / "usr-local-cuda", None)  # torch's last guess
+
+    lost = fake_toolkit(tmp_path / "lost", reports=None)
+    (lost / "include" / "cuda_runtime.h").unlink()  # an nvcc outside any toolkit, behind a wrapper
+    isolate_cuda(monkeypatch, tmp_path, lost)
+    why = resources.cuda_missing()
+    assert why.startswith(f"no CUDA toolkit: the nvcc on PATH ({tmp_path / 'wrap' / 'bin' / 'nvcc'}) names no folder")
+    assert why.endswith("set CUDA_HOME")
+
+
+def test_nvidia_include_dirs_of_the_installed_wheels(monkeypatch, tmp_path):
+    cu13 = fake_site(tmp_path / "site13", {"cu13": ("cublas_v2.h",), "nccl": ("nccl.h",), "cufile": None})
+    cu12 = fake_site(tmp_path / "site12", {"cusparse": ("cusparse.h",), "cublas": ("cublas_v2.h",)})
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    expected = [
+        cu13 / "nvidia" / "cu13" / "include",
+        cu13 / "nvidia" / "nccl" / "include",
+        cu12 / "nvidia" / "cublas" / "include",
+        cu12 / "nvidia" / "cusparse" / "include",
+    ]
+    assert build.nvidia_include_dirs([str(plain), str(cu13), str(cu12), str(cu13)]) == expected
+    monkeypatch.setattr(sys, "path", [str(cu13), str(plain), str(cu12)])
+    assert build.nvidia_include_dirs() == expected  # sys.path by default
+    assert build.nvidia_include_dirs([str(plain)]) == []
+
+
+def test_find_cuda_takes_the_headers_the_toolkit_lacks_from_the_wheels(monkeypatch, tmp_path):
+    toolkit = fake_toolkit(tmp_path / "cuda-13.0", headers=("cuda_runtime_api.h",))  # no cuBLAS, cuSPARSE, ...
+    site = fake_site(tmp_path / "site", {"cu13": ("cusparse.h", "cublas_v2.h", "cublasLt.h", "cusolverDn.h")})
+    isolate_cuda(monkeypatch, tmp_path, toolkit, site_dirs=[site])
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    assert build.find_cuda() == (toolkit, [site / "nvidia" / "cu13" / "include"], None) and build.cuda_buildable()
+    (site / "nvidia" / "cu13" / "include" / "cusparse.h").unlink()
+    home, wheels, missing = build.find_cuda()
+    assert missing.startswith(f"no cusparse.h (which torch's CUDA headers include) in {toolkit / 'include'}")
+    assert not build.cuda_buildable() and build.sources() == [build.CSRC / "ops.cpp"]
+    monkeypatch.setattr(sys, "path", [])
+    assert "no cusparse.h, cublas_v2.h, cublasLt.h, cusolverDn.h (which" in build.cuda_missing()
+    isolate_cuda(monkeypatch, tmp_path)  # no toolkit at all
+    assert build.cuda_missing().startswith("no CUDA toolkit: nvcc is not on PATH")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert build.cuda_missing() == f"torch {torch.__version__} is not a CUDA build"
+
+
+def test_a_cuda_build_uses_the_toolkit_found_and_the_wheels_headers(monkeypatch, tmp_path):
+    toolkit = fake_toolkit(tmp_path / "cuda-13.0", headers=("cuda_runtime_api.h",))
+    site = fake_site(tmp_path / "site", {"cu13": build.CUDA_HEADERS, "nccl": ("nccl.h",)})
+    isolate_cuda(monkeypatch, tmp_path, toolkit, site_dirs=[site])
+    seen = fake_build(monkeypatch, tmp_path, cuda_version="13.0", gpus=0, cuda=None)
+    assert seen["with_cuda"] is True and seen["cuda_home"] == str(toolkit)
+    assert [Path(s).name for s in seen["sources"]] == ["ops.cpp", "ops_cuda.cpp", "kernels.cu"]
+    wheels = [str(site / "nvidia" / p / "include") for p in ("cu13", "nccl")]
+    assert seen["extra_cflags"] == ["-O3", "-ffp-contract=off", "-idirafter", wheels[0], "-idirafter", wheels[1]]
+    assert not any(wheels[0] in flag for flag in seen["extra_include_paths"] + seen["extra_cuda_cflags"])
+
+
+def test_a_cuda_torch_without_the_headers_builds_the_cpu_operators_or_says_why(monkeypatch, tmp_path):
+    toolkit = fake_toolkit(tmp_path / "cuda-13.0")  # cuda_runtime.h alone
+    isolate_cuda(monkeypatch, tmp_path, toolkit)
+    with pytest.warns(
+        UserWarning, match="building the fused operators without their CUDA kernels: no cuda_runtime_api.h"
+    ):
+        seen = fake_build(monkeypatch, tmp_path, cuda_version="13.0", gpus=0, cuda=None)
+    assert seen["with_cuda"] is False and [Path(s).name for s in seen["sources"]] == ["ops.cpp"]
+    assert seen["extra_cflags"] == ["-O3", "-ffp-contract=off"] and seen["arch_list"] is None
+    with pytest.raises(
+        RuntimeError, match=r"cannot build the CUDA kernels of the fused operators: no cuda_runtime_api\.h"
+    ):
+        fake_build(monkeypatch, tmp_path, cuda_version="13.0", gpus=0, cuda=True)
+
+
+def test_auto_builds_the_operators_only_where_the_cuda_kernels_can_be(monkeypatch, tmp_path):
+    from layerprobe.config import resources
+
+    monkeypatch.setattr(resources, "toolchain_missing", lambda: None)  # a C++ compiler and ninja
+    isolate_cuda(monkeypatch, tmp_path)  # no CUDA toolkit
+    gpu = {"ops": "auto", "device": "cuda"}
+    assert not resources.builds_ops(gpu)  # a library without CUDA kernels would go unused
+    assert resources.builds_ops({"ops": "on", "device": "cuda"}) and resources.builds_ops(
+        {"ops": "on", "device": "cpu"}
+    )
+    isolate_cuda(monkeypatch, tmp_path, fake_toolkit(tmp_path / "cuda-13.0"))
+    assert resources.builds_ops(gpu) and not resources.builds_ops({"ops": "auto", "device": "cpu"})
+    assert not resources.builds_ops({"ops": "off", "device": "cuda"})
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_the_machines_own_cuda_toolkit_is_found():
+    from layerprobe.config import resources
+
+    home, why = resources.find_cuda_home()
+    assert why is None and resources.is_cuda_toolkit(home), why
+    version = subprocess.run([str(home / "bin" / "nvcc"), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and "release" in version.stdout
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: the CUDA kernels cannot be compiled")
@@ -539,6 +757,21 @@ def test_every_cu_file_compiles_with_nvcc(tmp_path):
             timeout=300,
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_cuda_build_check_refuses_an_environment_inside_the_checkout(tmp_path):
+    """benchmarks/cuda_build_check.sh (run by hand: it installs a CUDA torch) keeps its 5.5 GB
+    environment out of the checkout, and ends with its one result line even when it stops early."""
+    result = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "cuda_build_check.sh"), str(REPO / "venv-cuda")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OUT": str(tmp_path / "out")},
+    )
+    assert result.returncode == 2 and result.stdout.splitlines()[-1] == "CUDA kernels registered: (none)"
+    assert f"the environment {REPO / 'venv-cuda'} lies inside the checkout" in result.stderr
+    assert not (REPO / "venv-cuda").exists() and not (tmp_path / "out").exists()
 
 
 def test_cuda_sources_include_no_torch_headers():
