@@ -41,8 +41,12 @@ Columns: case; variants (number of probe variants; one split); engine_s, loop_s,
 d only: the engine's peak memory above the level after setup — on CUDA the allocator's
 max_memory_allocated, on the CPU the RSS growth, sampled every millisecond and checked against the
 kernel's high-water mark); max_error_diff = max |engine error − loop error| over all rows (must be
-0: equal errors mean equally many correct predictions). `--json PATH` writes these fields per case,
-null where not measured. The exit status is 1 when an error differs.
+0: equal errors mean equally many correct predictions); engine_launches_per_variant and
+loop_launches_per_variant, the compute operators each evaluator dispatches in one full call ÷ the
+variants, and engine_syncs, loop_syncs, its host syncs in that call (counted as benchmarks/launches.py
+says, in an untimed call of its own: views, reshapes, allocations and meta tensors launch nothing).
+`--json PATH` writes these fields per case, null where not measured. The exit status is 1 when an
+error differs.
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's layerprobe
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # launches.py beside this script
+import launches  # noqa: E402
+
 from layerprobe import models  # noqa: E402
 from layerprobe.base.metrics import classify  # noqa: E402
 from layerprobe.kinds import interpolate, reinit  # noqa: E402
@@ -93,6 +100,10 @@ FIELDS = (
     "speedup_vs_vmap",
     "peak_mb",
     "max_error_diff",
+    "engine_launches_per_variant",
+    "loop_launches_per_variant",
+    "engine_syncs",
+    "loop_syncs",
 )
 MEASURED = ("error", "loss", "agreement", "n")  # a row's other keys identify its variant and split
 
@@ -570,6 +581,9 @@ def measure(
     if max_error_diff(engine_rows, loop_rows) != 0:
         report_differences(case.name, engine_rows, loop_rows)
     ratio = lambda a, b: a / b if a is not None and b else None  # noqa: E731
+    # Counted in calls of their own, untimed: the counting modes cost host time per operator.
+    engine_counts, _ = launches.count(lambda: run_engine(case, device, budget))
+    loop_counts, _ = launches.count(lambda: run_loop(case))
     return {
         "case": case.name,
         "variants": len(case.variants),
@@ -582,6 +596,10 @@ def measure(
         "speedup_vs_vmap": ratio(vmap_s, engine_s),
         "peak_mb": peak_mb,
         "max_error_diff": max_error_diff(engine_rows, loop_rows),
+        "engine_launches_per_variant": engine_counts.launches / len(case.variants),
+        "loop_launches_per_variant": loop_counts.launches / len(case.variants),
+        "engine_syncs": engine_counts.syncs,
+        "loop_syncs": loop_counts.syncs,
     }
 
 

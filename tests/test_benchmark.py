@@ -47,6 +47,45 @@ def test_engine_benchmark_tiny_cases(bench, tmp_path):
         timings = ("engine_s", "loop_s", "vmap_s", "floor_s", "speedup_vs_loop", "speedup_vs_vmap")
         assert all(row[k] > 0 for k in timings)
         assert row["peak_mb"] is None  # measured only in the memory case
+        assert row["engine_launches_per_variant"] > 0 and row["loop_launches_per_variant"] > 0
+        assert row["engine_syncs"] <= 3  # the tallies, read once
+
+
+@pytest.mark.parametrize("letter", ["c", "d"])
+def test_conv_cases_launch_a_third_of_the_loops_kernels(bench, letter):
+    """The issue's bar, at the --quick sizes: per variant, the engine dispatches at most a third of
+    the compute operators the loop does, and reads the device once (syncs: the three tallies)."""
+    launches = sys.modules["launches"]
+    case = bench.CASES[letter](**bench.QUICK[letter])
+    budget = bench.MEMORY_CASES.get(letter, 2048 * 2**20)
+    engine, rows = launches.count(lambda: bench.run_engine(case, torch.device("cpu"), budget))
+    loop, baseline = launches.count(lambda: bench.run_loop(case))
+    assert bench.max_error_diff(rows, baseline) == 0
+    assert engine.launches <= loop.launches / 3, (engine.launches / len(case.variants), engine.operators)
+    assert engine.syncs == 3
+
+
+def test_no_host_sync_per_batch(bench):
+    """More batches (a smaller budget) launch more kernels but wait for the device no more often."""
+    launches = sys.modules["launches"]
+    case = bench.case_c(n=600, checkpoints=2, size=16)
+    cpu = torch.device("cpu")
+    few, _ = launches.count(lambda: bench.run_engine(case, cpu, 2048 * 2**20))
+    many, _ = launches.count(lambda: bench.run_engine(case, cpu, 64 * 2**20))
+    assert many.launches > few.launches  # the small budget did split the work
+    assert many.syncs == few.syncs == 3
+
+
+def test_launch_counter_counts_kernels_not_views(bench):
+    launches = sys.modules["launches"]  # imported by benchmarks/engine.py
+    x = torch.randn(4, 6)
+    counts, _ = launches.count(lambda: (x.view(6, 4).t().unsqueeze(0).expand(2, 4, 6) + 1).relu().sum().item())
+    assert counts.launches == 3  # add, relu, sum; the views (view, t, unsqueeze, expand) launch nothing
+    copied, _ = launches.count(lambda: x.t().reshape(-1))
+    assert copied.launches == 1  # a reshape that must copy does launch
+    assert counts.syncs == 1
+    meta, _ = launches.count(lambda: torch.empty(3, device="meta") * 2)
+    assert meta.launches == 0
 
 
 def test_floor_counts_minimal_work(bench):

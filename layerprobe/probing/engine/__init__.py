@@ -44,7 +44,7 @@ from layerprobe.probing import ops as lp_ops
 from layerprobe.probing.engine.chain import chain_batch
 from layerprobe.probing.engine.general import general_batch
 from layerprobe.probing.engine.plan import MemoryBudgetError, Plan
-from layerprobe.probing.engine.tally import Tally
+from layerprobe.probing.engine.tally import Tallies
 from layerprobe.probing.variants import BN_STATS, Variant, row
 
 __all__ = ["MemoryBudgetError", "evaluate"]
@@ -78,14 +78,14 @@ def evaluate(
     if not variants:
         return []
     sources = _load_sources(variants, source)
-    model = copy.deepcopy(model).eval().to(device)  # the architecture only; weights come from states
+    model = _architecture(model, device)
     on_device = lambda state: {k: v.to(device) for k, v in state.items()}  # noqa: E731
     final = on_device(final)
     sources = {key: on_device(state) for key, state in sources.items()}
     chain = isinstance(model, UnitChain) and [u.name for u in units] == list(model.unit_names)
     plan = Plan(model, units, final, variants, splits, memory_budget, chain, device, ops)
 
-    tallies = {(i, s): Tally() for i in range(len(variants)) for s in splits}
+    tallies = Tallies(len(variants), splits, device)
     batches = [(split, start) for split, (x, _) in splits.items() for start in range(0, len(x), plan.batch)]
     walk = chain_batch if chain else general_batch
     with torch.no_grad(), _full_precision():
@@ -93,7 +93,8 @@ def evaluate(
             x, y = splits[split]
             xb, yb = x[start : start + plan.batch].to(device), y[start : start + plan.batch].to(device)
             walk(model, units, final, sources, variants, plan, xb, yb, split, tallies, bn_stats)
-    return [row(v, bn_stats, s, tallies[i, s].result()) for i, v in enumerate(variants) for s in splits]
+    results = tallies.results()
+    return [row(v, bn_stats, s, results[i, s]) for i, v in enumerate(variants) for s in splits]
 
 
 @contextlib.contextmanager
@@ -105,6 +106,21 @@ def _full_precision():
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _architecture(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model to run, in eval mode, with its weights as meta tensors: every call passes the
+    entries of the states it evaluates, so copying the weights would only cost time and memory.
+    Buffers no state dict holds (non-persistent ones) are copied to the device."""
+    persistent = model.state_dict(keep_vars=True)
+    memo = {id(t): nn.Parameter(torch.empty_like(t, device="meta"), requires_grad=False) for t in model.parameters()}
+    memo.update({id(t): torch.empty_like(t, device="meta") for t in persistent.values() if id(t) not in memo})
+    arch = copy.deepcopy(model, memo).eval()
+    for name, buffer in arch.named_buffers():
+        if not buffer.is_meta:
+            owner, _, leaf = name.rpartition(".")
+            setattr(arch.get_submodule(owner), leaf, buffer.to(device))
+    return arch
 
 
 def _check(units: list[Unit], variants: list[Variant], bn_stats: str) -> None:

@@ -14,8 +14,18 @@ from layerprobe.probing import compose
 from layerprobe.probing import ops as lp_ops
 from layerprobe.probing.engine.fused import fused_head, fused_interpolation, fused_weight
 from layerprobe.probing.engine.plan import Plan
-from layerprobe.probing.engine.stacking import batched_layer, in_place, linear_split, local, run_stacked, stack_entries
-from layerprobe.probing.engine.tally import agree, count, tally
+from layerprobe.probing.engine.stacking import (
+    CHANNELWISE,
+    batched_layer,
+    in_place,
+    joined_norm,
+    linear_split,
+    local,
+    run_stacked,
+    side_by_side,
+    stack_entries,
+)
+from layerprobe.probing.engine.tally import Logits, Tallies
 from layerprobe.probing.variants import Variant
 
 
@@ -29,7 +39,7 @@ def chain_batch(
     x: torch.Tensor,
     y: torch.Tensor,
     split: str,
-    tallies: dict,
+    tallies: Tallies,
     bn_stats: str,
 ) -> None:
     unit_state = {u.name: local(final, u.name) for u in units}
@@ -49,8 +59,16 @@ def chain_batch(
 
     last = units[-1]
     head = fused_head(modules[last.name], unit_state[last.name]) if plan.ops else None
+    # The fused head counts a chunk itself unless the chunk resets the last unit too.
+    fused = {
+        tuple(c): head is not None and first != last.index and last.name not in variants[c[0]].units
+        for first, chunks in plan.groups.items()
+        for c in chunks
+    }
+    order = [i for first in sorted(plan.groups) for c in plan.groups[first] if not fused[tuple(c)] for i in c]
+    block = Logits(order, len(x), x.device)
     reference = None  # the final model's predictions, needed up front by the fused head
-    h, pending = x, []
+    h = x
     for u in units:
         for chunk_ids in plan.groups.get(u.index, []):
             chunk = [variants[i] for i in chunk_ids]
@@ -66,10 +84,10 @@ def chain_batch(
                 )
                 for after in units[u.index + 1 :]
             ]
-            head_fused = head is not None and u is not last and later[-1][1] is None
+            head_fused = fused[tuple(chunk_ids)]
             if head_fused and reference is None:  # one forward of the final model per batch
                 reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
-            step, predictions = plan.slices[tuple(chunk_ids)], []
+            step = plan.slices[tuple(chunk_ids)]
             for s in range(0, len(h), step):
                 z, folded = first(h[s : s + step]), False
                 k, b = z.shape[:2]
@@ -80,7 +98,7 @@ def chain_batch(
                         counts = lp_ops.head_eval(
                             hidden.reshape(k, b, -1), weight, bias, y[s : s + step], reference[s : s + step]
                         )
-                        count(*counts, chunk_ids, b, split, tallies)
+                        tallies.add(split, plan.ids[tuple(chunk_ids)], *counts)
                         z = None
                         break
                     if stacked is not None:  # reset in this chunk too: per-variant entries
@@ -94,15 +112,10 @@ def chain_batch(
                     else:  # shared weights: the K variants folded into the batch, one call
                         z, folded = folded_call(after, z if folded else z.flatten(0, 1)), True
                 if z is not None:
-                    logits = z.unflatten(0, (k, b)) if folded else z
-                    predictions.append(tally(logits, y[s : s + step], chunk_ids, split, tallies))
-            if predictions:
-                pending.append((torch.cat(predictions, dim=1), chunk_ids))
+                    block.put(chunk_ids, s, z.unflatten(0, (k, b)) if folded else z)
         h = shared(u, h)
     # The walk ends with the final model's logits: agreement is counted without a forward of its own.
-    reference = h.argmax(dim=1)
-    for pred, chunk_ids in pending:
-        agree(pred, reference, chunk_ids, split, tallies)
+    block.reduce(y, h.argmax(dim=1), split, tallies)
 
 
 def first_unit(
@@ -137,36 +150,37 @@ def first_unit(
         keys = tuple(f"{prefix}.{k}" for k, _ in [*module.named_parameters(), *module.named_buffers()])
         return local(stack_entries(unit, chunk, final, sources, bn_stats, noise, keys), prefix)
 
+    # A conv's K outputs stay side by side, (B, K·C, ...), through the channel-wise layers after it
+    # (batch norm with the K sets of statistics joined, ReLU, pooling): one call each for all K.
+    k = len(chunk)
+    conv = type(layer) is not nn.Linear
     if chunk[0].alpha is None:
-        run_layer = batched_layer(layer, stacked_of(name, layer))
-    elif ops and type(layer) is nn.Linear:  # exactly: a subclass may have its own forward
+        run_layer = (side_by_side if conv else batched_layer)(layer, stacked_of(name, layer))
+    elif ops and not conv:
         run_layer, rest = fused_interpolation(unit, name, sources[chunk[0].source], state, chunk, noise, rest)
     else:
-        # One source for the chunk (the plan groups interpolations by it): start and final, then mix.
-        start, trained = local(sources[chunk[0].source], f"{unit.name}.{name}"), local(state, name)
-        ends = batched_layer(layer, {k: torch.stack([start[k], trained[k]]) for k in trained})
-        device, dtype = trained["weight"].device, trained["weight"].dtype
-        alphas = torch.tensor([v.alpha for v in chunk], dtype=dtype, device=device)
-        sigmas = torch.tensor([v.sigma or 0.0 for v in chunk], dtype=dtype, device=device)
-        perturb = (
-            batched_layer(
-                layer, {k: torch.stack([e[f"{unit.name}.{name}.{k}"] for e in noise]).to(device) for k in trained}
-            )
-            if noise is not None
-            else None
+        run_layer = interpolated(layer, unit, name, sources[chunk[0].source], state, chunk, noise, conv)
+    joined = []
+    while conv and rest:
+        child_name, child = rest[0]
+        entries = (
+            {}
+            if type(child) in CHANNELWISE
+            else joined_norm(child, local(state, child_name), stacked_of(child_name, child), k)
         )
-
-        def run_layer(a: torch.Tensor) -> torch.Tensor:
-            z = ends(a)
-            shape = (-1, *[1] * (z.dim() - 1))
-            z = torch.addcmul(z[:1], alphas.view(shape), z[1:] - z[:1])
-            return z if perturb is None else z.add_(sigmas.view(shape) * perturb(a))
-
+        if entries is None:
+            break
+        joined.append((child, entries))
+        rest = rest[1:]
     rest_entries = [(child, local(state, child_name), stacked_of(child_name, child)) for child_name, child in rest]
 
     def run(h: torch.Tensor) -> torch.Tensor:
         z = run_layer(pre(h))
-        k, b = z.shape[:2]
+        if conv:
+            for child, entries in joined:
+                z = torch.relu_(z) if type(child) is nn.ReLU else functional_call(child, entries, (z,))
+            z = z.unflatten(1, (k, -1)).movedim(1, 0)
+        b = z.shape[1]
         for child, own, stacked in rest_entries:
             if stacked:
                 z = run_stacked(child, own, stacked, z, True)
@@ -177,3 +191,46 @@ def first_unit(
         return z
 
     return run
+
+
+def interpolated(
+    layer: nn.Module,
+    unit: Unit,
+    name: str,
+    source: State,
+    state: dict,
+    chunk: list[Variant],
+    noise: list[dict] | None,
+    conv: bool,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An α chunk's first layer (one source for the chunk: the plan groups interpolations by it):
+    the start and final weights' outputs, mixed as z_start + α·(z_final − z_start), plus for
+    criticality σ times the noise's output. A Linear gives (K, B, out); a conv, (B, K·C, ...)."""
+    start, trained = local(source, f"{unit.name}.{name}"), local(state, name)
+    run = side_by_side if conv else batched_layer
+    ends = run(layer, {k: torch.stack([start[k], trained[k]]) for k in trained})
+    device, dtype = trained["weight"].device, trained["weight"].dtype
+    alphas = torch.tensor([v.alpha for v in chunk], dtype=dtype, device=device)
+    sigmas = torch.tensor([v.sigma or 0.0 for v in chunk], dtype=dtype, device=device)
+    perturb = (
+        run(layer, {k: torch.stack([e[f"{unit.name}.{name}.{k}"] for e in noise]).to(device) for k in trained})
+        if noise is not None
+        else None
+    )
+    if conv:  # the variants' axis sits after the batch's: (B, K, C, ...), then flattened to K·C
+        channels = trained["weight"].shape[0]
+        sigmas = sigmas.repeat_interleave(channels)
+
+    def mix(a: torch.Tensor) -> torch.Tensor:
+        z = ends(a)
+        if not conv:
+            shape = (-1, *[1] * (z.dim() - 1))
+            z = torch.addcmul(z[:1], alphas.view(shape), z[1:] - z[:1])
+            return z if perturb is None else z.add_(sigmas.view(shape) * perturb(a))
+        z = z.unflatten(1, (2, -1))
+        shape = (1, -1, *[1] * (z.dim() - 2))
+        z = torch.addcmul(z[:, :1], alphas.view(shape), z[:, 1:] - z[:, :1]).flatten(1, 2)
+        shape = (1, -1, *[1] * (z.dim() - 2))
+        return z if perturb is None else z.add_(sigmas.view(shape) * perturb(a))
+
+    return mix

@@ -10,7 +10,7 @@ from layerprobe.models.units import State, Unit
 from layerprobe.probing import compose
 from layerprobe.probing.engine.plan import Plan
 from layerprobe.probing.engine.stacking import run_stacked, stack_entries
-from layerprobe.probing.engine.tally import agree, tally
+from layerprobe.probing.engine.tally import Logits, Tallies
 from layerprobe.probing.variants import Variant
 
 
@@ -24,10 +24,11 @@ def general_batch(
     x: torch.Tensor,
     y: torch.Tensor,
     split: str,
-    tallies: dict,
+    tallies: Tallies,
     bn_stats: str,
 ) -> None:
     reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
+    block = Logits([i for chunks in plan.groups.values() for c in chunks for i in c], len(x), x.device)
     outside = set(final) - {k for u in units for k in u.keys}
     for chunks in plan.groups.values():
         for chunk_ids in chunks:
@@ -44,11 +45,5 @@ def general_batch(
             shared = {k: v for k, v in final.items() if k not in stacked}
             step = plan.slices[tuple(chunk_ids)]
             for s in range(0, len(x), step):
-                logits = run_stacked(model, shared, stacked, x[s : s + step], False)
-                agree(
-                    tally(logits, y[s : s + step], chunk_ids, split, tallies),
-                    reference[s : s + step],
-                    chunk_ids,
-                    split,
-                    tallies,
-                )
+                block.put(chunk_ids, s, run_stacked(model, shared, stacked, x[s : s + step], False))
+    block.reduce(y, reference, split, tallies)

@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from layerprobe.data.dataset import Splits
 from layerprobe.models.units import State, Unit
 from layerprobe.probing.variants import Variant, batch_key
 
-_CACHE_BYTES = 32 * 2**20  # activations per slice: a slice's suffix streams through the cache
+_CACHE_BYTES = 64 * 2**20  # activations per slice: a slice's suffix streams through the cache
 _MIN_ROWS = 256  # rows (variants × inputs) per slice below which GEMMs get too thin
 
 
@@ -42,14 +43,18 @@ class Plan:
     groups: dict[int, list[list[int]]] = field(default_factory=dict)  # first reset unit → chunks of ids
     batch: int = 0
     slices: dict[tuple[int, ...], int] = field(default_factory=dict)  # chunk → inputs per slice
+    ids: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict)  # chunk → its ids, on the device
 
     def __post_init__(self) -> None:
         by_set = defaultdict(list)
         for i, v in enumerate(self.variants):
             by_set[batch_key(v)].append(i)
         index = {u.name: u.index for u in self.units}
-        widest = widest_activation(self.model, self.splits)
-        row = 4 * widest  # per input and variant: input, output and temporaries of the widest layer
+        widths, logits = activation_widths(self.model, self.units, self.splits)
+        widest = max(widths)
+        # Per input: the prefix's input, output and temporaries of the widest layer, and the batch's
+        # block of logits (float32, then float64 twice while reduced) of every variant.
+        row = 4 * widest + 20 * logits * len(self.variants)
         unit_bytes = {
             u.name: sum(self.final[k].numel() * self.final[k].element_size() for k in u.keys) for u in self.units
         }
@@ -59,49 +64,68 @@ class Plan:
         half = usable // 2
         n_max = max((len(x) for x, _ in self.splits.values()), default=1)
         self.batch = max(1, min(n_max, half // row))
-        rows = max(1, half // (2 * row))
-        if self.device.type == "cpu":  # a GPU wants big calls; a CPU, slices that stay in its cache
-            rows = min(rows, max(_MIN_ROWS, _CACHE_BYTES // widest))
+        if self.batch * row > half:
+            raise MemoryBudgetError(
+                f"engine.memory_budget of {_size(self.budget)} cannot hold one variant on "
+                f"one input (about {_size(2 * row)} needed); raise it"
+            )
+        chunk_budget = usable - self.batch * row  # what the batch's prefix leaves, at least half
         for key, ids in by_set.items():
+            first = min(index[u] for u in key[0]) if self.chain and key[0] else 0
+            # A slice's activations are those of the first reset unit and the units after it.
+            wide = max(widths[first:]) if self.chain else widest
+            slice_row = 4 * wide  # per input and variant: input, output and temporaries of its widest layer
+            rows = max(1, chunk_budget // (2 * slice_row))
+            if self.device.type == "cpu":  # a GPU wants big calls; a CPU, slices that stay in its cache
+                rows = min(rows, max(_MIN_ROWS, _CACHE_BYTES // wide))
             # A variant's prepared entries: its reset units, twice (the entries, and their noise or the
             # copies a stack makes); an α chunk also holds the start and final weights.
             weights = 2 * sum(unit_bytes[u] for u in key[0])
-            k = min(len(ids), (half - rows * row - 2 * weights) // weights if weights else len(ids))
-            if k < 1 or self.batch * row > half:
-                need = 2 * (row + 3 * weights)
+            k = min(len(ids), (chunk_budget - rows * slice_row - 2 * weights) // weights if weights else len(ids))
+            if k < 1:
+                need = 2 * (slice_row + 3 * weights)
                 raise MemoryBudgetError(
                     f"engine.memory_budget of {_size(self.budget)} cannot hold one variant on "
                     f"one input (about {_size(need)} needed); raise it"
                 )
-            first = min(index[u] for u in key[0]) if self.chain and key[0] else 0
             for s in range(0, len(ids), k):
                 chunk = ids[s : s + k]
                 self.groups.setdefault(first, []).append(chunk)
                 self.slices[tuple(chunk)] = max(1, rows // len(chunk))
+                self.ids[tuple(chunk)] = torch.tensor(chunk, dtype=torch.int64, device=self.device)
 
 
 def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
 
 
-def widest_activation(model: nn.Module, splits: Splits) -> int:
-    """Bytes per input of the widest activation (one forward of one input through every layer)."""
-    widest = 1
+def activation_widths(model: nn.Module, units: list[Unit], splits: Splits) -> tuple[list[int], int]:
+    """Per unit, the bytes per input of its widest activation (a layer's input or output; one
+    forward of one input), and the model's output elements per input."""
+    widths, out = [1] * len(units), 1
+    owner = {}
+    for name, module in model.named_modules():
+        if not any(True for _ in module.children()):
+            owner[module] = next((u.index for u in units if name == u.name or name.startswith(u.name + ".")), None)
 
-    def hook(_module, inputs, output):
-        nonlocal widest
-        for t in (*inputs, output):
-            if isinstance(t, torch.Tensor):
-                widest = max(widest, t[0].numel() * t.element_size())
+    def hook(module, inputs, output):
+        width = max(
+            (t[0].numel() * t.element_size() for t in (*inputs, output) if isinstance(t, torch.Tensor)), default=1
+        )
+        i = owner[module]
+        for j in [i] if i is not None else range(len(units)):  # a layer outside every unit: all see it
+            widths[j] = max(widths[j], width)
 
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
+    # On meta tensors: shapes without arithmetic (and without a kernel launched on the device).
+    meta = {name: torch.empty_like(t, device="meta") for name, t in (*model.named_parameters(), *model.named_buffers())}
+    handles = [m.register_forward_hook(hook) for m in owner]
     try:
         with torch.no_grad():
             for x, _ in splits.values():
                 if len(x):
-                    model(x[:1].to(next(model.parameters()).device))
+                    result = functional_call(model, meta, (x[:1].to("meta"),))
+                    out = max(out, result[0].numel())
     finally:
         for h in handles:
             h.remove()
-    return widest
+    return widths or [1], out

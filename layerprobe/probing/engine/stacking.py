@@ -65,8 +65,48 @@ def batched_layer(layer: nn.Module, stacked: dict[str, torch.Tensor]) -> Callabl
             return out.view(m, *a.shape[:-1], -1)
 
         return linear
-    joined = {key: value.flatten(0, 1) for key, value in stacked.items()}  # convs: one dense conv
-    return lambda a: functional_call(layer, joined, (a,)).unflatten(1, (m, -1)).movedim(1, 0)
+    joined = side_by_side(layer, stacked)
+    return lambda a: joined(a).unflatten(1, (m, -1)).movedim(1, 0)
+
+
+def side_by_side(layer: nn.Module, stacked: dict[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A conv under M stacked sets of entries on one shared input as one dense conv, the M sets'
+    output channels side by side: a (B, C_in, ...) → (B, M·C, ...)."""
+    joined = {key: value.flatten(0, 1) for key, value in stacked.items()}
+    return lambda a: functional_call(layer, joined, (a,))
+
+
+# Layers that work on each channel alone, whatever the number of channels: on the side-by-side
+# outputs of a conv they serve all M sets in one call (exact types: a subclass may differ).
+CHANNELWISE = (
+    nn.ReLU,
+    nn.Identity,
+    nn.Dropout,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def joined_norm(norm: nn.Module, shared: dict, stacked: dict, m: int) -> dict[str, torch.Tensor] | None:
+    """A batch norm's entries for M sets of channels side by side (stacked ones joined, shared ones
+    repeated M times), or None where it does not normalize each channel by its running statistics."""
+    if type(norm) not in BATCH_NORMS or not norm.track_running_stats or "running_mean" not in shared:
+        return None
+    joined = {}
+    for key, value in shared.items():
+        if key in stacked:
+            joined[key] = stacked[key].flatten(0, 1) if value.dim() else value
+        else:
+            joined[key] = value.repeat(m) if value.dim() else value
+    return joined
 
 
 def in_place(child: nn.Module, z: torch.Tensor) -> bool:

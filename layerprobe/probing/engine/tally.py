@@ -1,51 +1,74 @@
-"""What is kept of the logits: per variant and split, correct predictions, summed loss, agreement, n."""
+"""What is kept of the logits: per variant and split, correct predictions, summed loss, agreement, n.
+
+The counts stay on the device and are read once, after the last batch: nothing on the per-batch
+path waits for the device. A batch's logits are gathered into one (V, B, C) block (`Logits`) and
+reduced in one pass once the final model's predictions are known (on the chain path they are the
+walk's own end).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
+
+from layerprobe.data.dataset import Splits
 
 
-@dataclass
-class Tally:
-    correct: int = 0
-    agree: int = 0
-    loss: float = 0.0
-    n: int = 0
+class Tallies:
+    def __init__(self, variants: int, splits: Splits, device: torch.device):
+        self.splits = {s: i for i, s in enumerate(splits)}
+        self.n = {s: len(y) for s, (_, y) in splits.items()}  # every variant sees every input
+        shape = (len(splits), variants)
+        self.correct = torch.zeros(shape, dtype=torch.int64, device=device)
+        self.agree = torch.zeros(shape, dtype=torch.int64, device=device)
+        self.loss = torch.zeros(shape, dtype=torch.float64, device=device)
 
-    def result(self) -> dict:
-        return {
-            "error": (self.n - self.correct) / self.n,
-            "loss": self.loss / self.n,
-            "agreement": self.agree / self.n,
-            "n": self.n,
-        }
+    def add(self, split: str, ids: torch.Tensor, correct, loss, agree) -> None:
+        """Per-variant counts of the variants `ids` (a device tensor of their indices)."""
+        s = self.splits[split]
+        self.correct[s].index_add_(0, ids, correct)
+        self.loss[s].index_add_(0, ids, loss)
+        self.agree[s].index_add_(0, ids, agree)
 
-
-def tally(logits: torch.Tensor, y: torch.Tensor, ids: list[int], split: str, tallies: dict) -> torch.Tensor:
-    """Reduce (K, B, C) logits to per-variant counts, the loss in float64 as the reference does;
-    returns the predictions (K, B) for the agreement, counted once the final model's are known."""
-    k, b = logits.shape[:2]
-    flat = logits.reshape(k * b, -1)
-    pred = flat.argmax(dim=1).view(k, b)
-    loss = F.cross_entropy(flat.double(), y.repeat(k), reduction="none").view(k, b).sum(dim=1)
-    correct = (pred == y).sum(dim=1).tolist()
-    for i, c, summed in zip(ids, correct, loss.tolist()):
-        t = tallies[i, split]
-        t.correct, t.loss, t.n = t.correct + c, t.loss + summed, t.n + b
-    return pred
-
-
-def agree(pred: torch.Tensor, reference: torch.Tensor, ids: list[int], split: str, tallies: dict) -> None:
-    for i, a in zip(ids, (pred == reference).sum(dim=1).tolist()):
-        tallies[i, split].agree += a
+    def results(self) -> dict[tuple[int, str], dict]:
+        """{(variant, split): error, loss, agreement, n} — the one read of the device."""
+        correct, loss, agree = self.correct.tolist(), self.loss.tolist(), self.agree.tolist()
+        out = {}
+        for split, s in self.splits.items():
+            n = self.n[split]
+            for i in range(len(correct[s])):
+                out[i, split] = {
+                    "error": (n - correct[s][i]) / n,
+                    "loss": loss[s][i] / n,
+                    "agreement": agree[s][i] / n,
+                    "n": n,
+                }
+        return out
 
 
-def count(
-    correct: torch.Tensor, loss: torch.Tensor, agree: torch.Tensor, ids: list[int], b: int, split: str, tallies: dict
-) -> None:
-    for i, c, summed, a in zip(ids, correct.tolist(), loss.tolist(), agree.tolist()):
-        t = tallies[i, split]
-        t.correct, t.loss, t.agree, t.n = t.correct + c, t.loss + summed, t.agree + a, t.n + b
+class Logits:
+    """One batch's logits of many variants, written slice by slice into one (V, B, C) block.
+
+    `order` lists the variants whose logits are put, as the walk meets them, so that each chunk's rows
+    are consecutive."""
+
+    def __init__(self, order: list[int], batch: int, device: torch.device):
+        self.row = {i: r for r, i in enumerate(order)}
+        self.ids = torch.tensor(order, dtype=torch.int64, device=device)
+        self.batch, self.block = batch, None
+
+    def put(self, chunk: list[int], start: int, logits: torch.Tensor) -> None:
+        """The (K, b, C) logits of the chunk's variants on inputs start…start+b."""
+        if self.block is None:
+            self.block = logits.new_empty((len(self.row), self.batch, logits.shape[-1]))
+        first = self.row[chunk[0]]
+        self.block[first : first + len(chunk), start : start + logits.shape[1]].copy_(logits)
+
+    def reduce(self, y: torch.Tensor, reference: torch.Tensor, split: str, tallies: Tallies) -> None:
+        """Counts, the loss in float64 as the reference computes it (nothing put: nothing to do)."""
+        if self.block is None:
+            return
+        k, b = self.block.shape[:2]
+        pred = self.block.argmax(dim=2)
+        logp = torch.log_softmax(self.block.double(), dim=2)
+        nll = logp.gather(2, y.view(1, b, 1).expand(k, b, 1)).squeeze(2).sum(dim=1).neg_()
+        tallies.add(split, self.ids, (pred == y).sum(dim=1), nll, (pred == reference).sum(dim=1))
