@@ -3,7 +3,7 @@
 Run from the repository root:
 
     python benchmarks/engine.py --quick                 # shrunken sizes: under a minute on 2 CPU cores
-    python benchmarks/engine.py                         # full sizes (2 CPU cores: roughly 20 minutes)
+    python benchmarks/engine.py                         # full sizes (2 CPU cores: about half an hour)
     python benchmarks/engine.py --device cuda --cases a,b --json engine.json
 
 Every evaluator runs in this process on the same model, checkpoints, inputs and variants (all

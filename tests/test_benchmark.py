@@ -26,6 +26,11 @@ def bench():
     sys.modules.pop(spec.name, None)
 
 
+@pytest.fixture
+def launches(bench):
+    return sys.modules["launches"]  # benchmarks/launches.py, imported by benchmarks/engine.py
+
+
 def test_engine_benchmark_tiny_cases(bench, tmp_path):
     cpu = torch.device("cpu")
     cases = [
@@ -52,10 +57,9 @@ def test_engine_benchmark_tiny_cases(bench, tmp_path):
 
 
 @pytest.mark.parametrize("letter", ["c", "d"])
-def test_conv_cases_launch_a_third_of_the_loops_kernels(bench, letter):
+def test_conv_cases_launch_a_third_of_the_loops_kernels(bench, launches, letter):
     """The issue's bar, at the --quick sizes: per variant, the engine dispatches at most a third of
     the compute operators the loop does, and reads the device once (syncs: the three tallies)."""
-    launches = sys.modules["launches"]
     case = bench.CASES[letter](**bench.QUICK[letter])
     budget = bench.MEMORY_CASES.get(letter, 2048 * 2**20)
     engine, rows = launches.count(lambda: bench.run_engine(case, torch.device("cpu"), budget))
@@ -65,9 +69,8 @@ def test_conv_cases_launch_a_third_of_the_loops_kernels(bench, letter):
     assert engine.syncs == 3
 
 
-def test_no_host_sync_per_batch(bench):
+def test_no_host_sync_per_batch(bench, launches):
     """More batches (a smaller budget) launch more kernels but wait for the device no more often."""
-    launches = sys.modules["launches"]
     case = bench.case_c(n=600, checkpoints=2, size=16)
     cpu = torch.device("cpu")
     few, _ = launches.count(lambda: bench.run_engine(case, cpu, 2048 * 2**20))
@@ -76,14 +79,13 @@ def test_no_host_sync_per_batch(bench):
     assert many.syncs == few.syncs == 3
 
 
-def test_launch_counter_counts_kernels_not_views(bench):
-    launches = sys.modules["launches"]  # imported by benchmarks/engine.py
+def test_launch_counter_counts_kernels_not_views(launches):
     x = torch.randn(4, 6)
     counts, _ = launches.count(lambda: (x.view(6, 4).t().unsqueeze(0).expand(2, 4, 6) + 1).relu().sum().item())
     assert counts.launches == 3  # add, relu, sum; the views (view, t, unsqueeze, expand) launch nothing
+    assert counts.syncs == 1
     copied, _ = launches.count(lambda: x.t().reshape(-1))
     assert copied.launches == 1  # a reshape that must copy does launch
-    assert counts.syncs == 1
     meta, _ = launches.count(lambda: torch.empty(3, device="meta") * 2)
     assert meta.launches == 0
 

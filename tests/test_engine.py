@@ -44,6 +44,19 @@ class OwnNet(nn.Module):
         return self.head(self.pool(self.block(torch.relu(self.stem(x)))).flatten(1))
 
 
+class Scaled(nn.Module):
+    """A user's model with a buffer that a state dict may not hold (persistent=False)."""
+
+    def __init__(self, persistent=True):
+        super().__init__()
+        self.body = nn.Linear(64, 16)
+        self.head = nn.Linear(16, 10)
+        self.register_buffer("scale", torch.tensor(0.5, dtype=torch.float64), persistent=persistent)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x.flatten(1))) * self.scale)
+
+
 def residual_chain():
     return models.UnitChain(
         [
@@ -154,6 +167,22 @@ def test_results_do_not_depend_on_the_memory_budget():
         model, units, variants, checkpoints[5], source, splits, "same_source", device="cpu", memory_budget=512 * 2**10
     )
     assert_same_rows(roomy, tight)
+
+
+def test_engine_keeps_buffers_no_state_holds():
+    """The engine runs a copy of the model without its weights; a non-persistent buffer, in no
+    state, still comes from the model: the rows equal the reference's with the buffer in the states."""
+    *_, splits = setting("fcn")  # 8×8 inputs, float64
+    persistent = Scaled().double()
+    units = inventory(persistent)
+    states = {e: models.fresh_state(lambda: Scaled().double(), e) for e in (0, 5)}
+    variants = reinit.describe(units, [0]) + interpolate.describe(units, [0.5])
+    expected = reference.evaluate(persistent, units, variants, states[5], lambda k: states[k[1]], splits, "trained")
+    lacking = {e: {k: v for k, v in s.items() if k != "scale"} for e, s in states.items()}
+    actual = engine.evaluate(
+        Scaled(persistent=False).double(), units, variants, lacking[5], lambda k: lacking[k[1]], splits, "trained"
+    )
+    assert_same_rows(expected, actual)
 
 
 def test_engine_never_touches_the_model_or_the_states():

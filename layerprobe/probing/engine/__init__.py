@@ -9,7 +9,9 @@ for every later unit whose weights they share, so each such unit is one large GE
 of K small ones. Linear and conv layers are linear in their weights, so an α grid
 (interpolation, criticality) costs two evaluations of the reset layer, not one per α:
     W(α)·a + b(α) = z_start + α·(z_final − z_start).
-Logits are reduced to correct / loss / agreement counts at once and dropped. `_Plan` sizes the
+A conv's K outputs stay side by side (K·C channels) through the batch norm, ReLU and pooling after
+it, one call each. A batch's logits go into one block, reduced to correct / loss / agreement counts
+in one pass and dropped; the counts stay on the device until the end (tally.py). `Plan` sizes the
 batches, chunks and slices so the working set stays within `memory_budget` bytes; a chunk holds
 the prepared entries of its reset units only, so K copies of a whole model arise only for
 whole-model variants, and then only as many as the budget allows.

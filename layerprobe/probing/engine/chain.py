@@ -65,8 +65,8 @@ def chain_batch(
         for first, chunks in plan.groups.items()
         for c in chunks
     }
-    order = [i for first in sorted(plan.groups) for c in plan.groups[first] if not fused[tuple(c)] for i in c]
-    block = Logits(order, len(x), x.device)
+    put = [c for first in sorted(plan.groups) for c in plan.groups[first] if not fused[tuple(c)]]
+    block = Logits(put, plan.ids, len(x))
     reference = None  # the final model's predictions, needed up front by the fused head
     h = x
     for u in units:
@@ -217,20 +217,21 @@ def interpolated(
         if noise is not None
         else None
     )
-    if conv:  # the variants' axis sits after the batch's: (B, K, C, ...), then flattened to K·C
-        channels = trained["weight"].shape[0]
-        sigmas = sigmas.repeat_interleave(channels)
+    if not conv:
 
-    def mix(a: torch.Tensor) -> torch.Tensor:
-        z = ends(a)
-        if not conv:
+        def mix(a: torch.Tensor) -> torch.Tensor:  # (2, B, out) → (K, B, out)
+            z = ends(a)
             shape = (-1, *[1] * (z.dim() - 1))
             z = torch.addcmul(z[:1], alphas.view(shape), z[1:] - z[:1])
             return z if perturb is None else z.add_(sigmas.view(shape) * perturb(a))
-        z = z.unflatten(1, (2, -1))
+
+        return mix
+    sigmas = sigmas.repeat_interleave(trained["weight"].shape[0])  # one σ per channel of K·C
+
+    def mix_channels(a: torch.Tensor) -> torch.Tensor:  # (B, 2·C, ...) → (B, K·C, ...)
+        z = ends(a).unflatten(1, (2, -1))
         shape = (1, -1, *[1] * (z.dim() - 2))
         z = torch.addcmul(z[:, :1], alphas.view(shape), z[:, 1:] - z[:, :1]).flatten(1, 2)
-        shape = (1, -1, *[1] * (z.dim() - 2))
-        return z if perturb is None else z.add_(sigmas.view(shape) * perturb(a))
+        return z if perturb is None else z.add_(sigmas.view(shape[:-1]) * perturb(a))
 
-    return mix
+    return mix_channels

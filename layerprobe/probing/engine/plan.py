@@ -27,8 +27,9 @@ class Plan:
     activations are shared by every group. Within it, each chunk of K variants runs in *slices*
     of K × slice inputs (on the CPU about `_CACHE_BYTES` of activations, so the suffix streams
     through the cache; on a GPU as many as fit), while the chunk's reset entries are prepared once
-    per batch. Half the budget goes to the batch's prefix activations, half to a chunk: its
-    prepared entries and one slice's work. On the CPU the budget is halved first, for what the
+    per batch. The batch's prefix activations and its block of logits take half the budget at
+    most, a chunk what they leave: its prepared entries and one slice's work, sized by the widest
+    activation from its first reset unit on. On the CPU the budget is halved first, for what the
     allocator retains."""
 
     model: nn.Module
@@ -101,7 +102,9 @@ def _size(n: int) -> str:
 
 def activation_widths(model: nn.Module, units: list[Unit], splits: Splits) -> tuple[list[int], int]:
     """Per unit, the bytes per input of its widest activation (a layer's input or output; one
-    forward of one input), and the model's output elements per input."""
+    forward of one input), and the model's output elements per input. The forward runs on meta
+    tensors: shapes without arithmetic or kernels (the engine's vmap needs a forward that reads no
+    values anyway)."""
     widths, out = [1] * len(units), 1
     owner = {}
     for name, module in model.named_modules():
@@ -116,16 +119,14 @@ def activation_widths(model: nn.Module, units: list[Unit], splits: Splits) -> tu
         for j in [i] if i is not None else range(len(units)):  # a layer outside every unit: all see it
             widths[j] = max(widths[j], width)
 
-    # On meta tensors: shapes without arithmetic (and without a kernel launched on the device).
-    meta = {name: torch.empty_like(t, device="meta") for name, t in (*model.named_parameters(), *model.named_buffers())}
+    meta = {n: torch.empty_like(t, device="meta") for n, t in (*model.named_parameters(), *model.named_buffers())}
     handles = [m.register_forward_hook(hook) for m in owner]
     try:
         with torch.no_grad():
             for x, _ in splits.values():
                 if len(x):
-                    result = functional_call(model, meta, (x[:1].to("meta"),))
-                    out = max(out, result[0].numel())
+                    out = max(out, functional_call(model, meta, (x[:1].to("meta"),))[0].numel())
     finally:
         for h in handles:
             h.remove()
-    return widths or [1], out
+    return widths, out

@@ -48,12 +48,14 @@ class Tallies:
 class Logits:
     """One batch's logits of many variants, written slice by slice into one (V, B, C) block.
 
-    `order` lists the variants whose logits are put, as the walk meets them, so that each chunk's rows
-    are consecutive."""
+    `chunks` are those whose logits are put, in the order the walk meets them (each chunk's rows
+    consecutive); `ids` holds each chunk's variant indices on the device (Plan.ids), so the block's
+    are joined there, with no copy from the host per batch."""
 
-    def __init__(self, order: list[int], batch: int, device: torch.device):
+    def __init__(self, chunks: list[list[int]], ids: dict[tuple[int, ...], torch.Tensor], batch: int):
+        order = [i for c in chunks for i in c]
         self.row = {i: r for r, i in enumerate(order)}
-        self.ids = torch.tensor(order, dtype=torch.int64, device=device)
+        self.ids = torch.cat([ids[tuple(c)] for c in chunks]) if chunks else None
         self.batch, self.block = batch, None
 
     def put(self, chunk: list[int], start: int, logits: torch.Tensor) -> None:
