@@ -11,26 +11,36 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-# A config file is complete on its own: keys it omits take the schema's defaults. The embedded
-# default runs when no --configfile is given; --config key=value overrides whichever is in use.
-if not workflow.overwrite_configfiles:
-
-    configfile: "config.yaml"
-
-
 # The Snakefile and every script job (local, conda or cluster) use the library of this checkout,
 # installed or not; the variable is set here, never required from the user.
 sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.getenv("PYTHONPATH")])))
 
 import layerprobe.config
+import layerprobe.config.files
 import layerprobe.config.resources
 import layerprobe.kinds
 import layerprobe.shards
+import layerprobe.validation.settings
+
+# A config file is complete on its own: keys it omits take the schema's defaults. The embedded
+# default runs when no --configfile is given; --config key=value overrides whichever is in use.
+# Each file is read strictly first (layerprobe.config.files: one line naming the file and line, and a
+# key given twice is an error); Snakemake reads a --configfile itself before this file runs.
+try:
+    for path in workflow.overwrite_configfiles or ["config.yaml"]:  # the directive below: the working folder
+        layerprobe.config.files.load(path)
+except layerprobe.config.ConfigError as err:
+    sys.exit(str(err))
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 try:
+    # Everything that needs no training is checked here, unit names included (layerprobe.validation).
     # Nested --config values arrive as strings: they are read by the types the schema wants.
-    config.update(layerprobe.config.validate(config, given=dict(workflow.config_settings.config)))
+    config.update(layerprobe.validation.settings.validated(config, given=dict(workflow.config_settings.config)))
 except layerprobe.config.ConfigError as err:
     sys.exit(str(err))
 

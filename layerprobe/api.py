@@ -21,6 +21,7 @@ from layerprobe.base.device import resolve_device
 from layerprobe.models.units import inventory, skipped
 from layerprobe.probing import ops as lp_ops
 from layerprobe.results import tables
+from layerprobe.validation.inputs import InputError
 
 Data = Mapping[str, tuple[torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]
 
@@ -70,6 +71,7 @@ def probe(
     progress: bool = False,
     ops: str = "auto",
     ops_library: str | None = None,
+    allow_nonfinite: bool = False,
 ) -> pd.DataFrame:
     """Every configured probe of a trained model, as the tidy robustness table.
 
@@ -81,22 +83,24 @@ def probe(
         Unless given, the probed splits are those of `data`, and criticality uses "train" if present.
     ops: the fused operators (engine.ops: auto | on | off), loaded from `ops_library` (a built
         layerprobe_ops.so) unless already loaded; auto uses them on a CUDA device only, when loadable.
+    allow_nonfinite: probe checkpoints or inputs holding NaN or ±inf (with a warning) instead of refusing them.
+
+    Everything is checked before any evaluation (layerprobe.validation.inputs): an InputError names the
+    split, checkpoint or tensor that does not fit, and what was expected.
     """
     factory = model if not isinstance(model, nn.Module) else _redrawing(model)
+    if not isinstance(data, tuple | Mapping) or not data:
+        raise InputError("data: no splits given; expected {split name: (inputs, labels)} or one (inputs, labels) pair")
     data = {"test": data} if isinstance(data, tuple) else dict(data)
     settings = config.section("probes", _for_data(probes or {}, data))
-    x, _ = next(iter(data.values()))
-    architecture = factory().eval()
-    with torch.no_grad():
-        num_classes = architecture(x[:1]).shape[-1]
-    run = {"run": name, "dataset": "", "model": type(architecture).__name__, "seed": seed}
+    run = {"run": name, "dataset": "", "model": type(factory()).__name__, "seed": seed}
     results = study.probe_run(
         factory,
-        dict(checkpoints),
+        dict(checkpoints) if isinstance(checkpoints, Mapping) else checkpoints,
         data,
         settings,
         run,
-        num_classes,
+        None,  # the model's outputs
         categories=config.section("categories", categories),
         joint_groups=joint_groups,
         device=device,
@@ -104,6 +108,7 @@ def probe(
         unit_rule=unit_rule,
         progress=progress,
         ops=lp_ops.resolve(ops, ops_library, resolve_device(device)),
+        allow_nonfinite=allow_nonfinite,
     )
     return results["robustness"]
 

@@ -25,10 +25,8 @@ import math
 from dataclasses import dataclass
 
 from layerprobe import kinds
-from layerprobe.config import checkpoint_epochs
 from layerprobe.config import datasets as declared
-from layerprobe.config.shapes import UnitShape, units
-from layerprobe.kinds.rerandomize import draw_seeds
+from layerprobe.config.shapes import UnitShape
 from layerprobe.probing.variants import Variant, batch_key
 
 ORDER = ["variant", "split_index"]  # a shard row's place among its kind's rows (see merge)
@@ -92,21 +90,11 @@ def plan(run: dict, config: dict) -> list[Shard]:
         return []
     probes = config["probes"]
     declaration = config["datasets"][run["dataset"]]
-    shapes = units(run["model"], declared.image_shape(declaration), declaration["num_classes"])
+    context = kinds.planning_context(run, config)
     active = kinds.enabled(probes)
-    if shapes is None:  # a model family without shapes: one shard per kind, cost unknown
+    if context is None:  # a model family without shapes: one shard per kind, cost unknown
         return [Shard(f"{k.name}.0", (k.name,), None, 0, math.nan) for k in active]
-    context = kinds.Context(
-        units=shapes,
-        epochs=checkpoint_epochs(run["checkpoints"], run["train"]["epochs"]),
-        draw_seeds=_draw_seeds(probes, run["seed"]),
-        settings=probes,
-        run_seed=run["seed"],
-        num_classes=declaration["num_classes"],
-        categories=config["categories"],
-        joint_groups=run["joint_groups"],
-        rows=None,
-    )
+    shapes = context.units
     sizes = declared.examples(declaration)
     out = []
     for stage in stages(active):
@@ -151,11 +139,6 @@ def merge(parts: list, probes: dict, columns: list[str]):
     key = pd.DataFrame(rows["probe"].map(place).tolist(), columns=["stage", "call", "member"], index=rows.index)
     rows = pd.concat([key, rows], axis=1).sort_values(["stage", "call", "member", *ORDER], kind="stable")
     return frame(rows.to_dict("records"), columns)
-
-
-def _draw_seeds(probes: dict, run_seed: int) -> list[int]:
-    settings = probes["rerandomize"]
-    return draw_seeds(settings["seed"], run_seed, settings["draws"] if settings["enabled"] else 0)
 
 
 def _suffix_macs(shapes: list[UnitShape]) -> dict[int, int]:

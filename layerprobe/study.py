@@ -22,6 +22,7 @@ from layerprobe.models import describe, fresh_state
 from layerprobe.models.units import State, inventory
 from layerprobe.probing import distances, engine
 from layerprobe.results import tables
+from layerprobe.validation import inputs
 
 
 def run_columns(run: dict) -> dict:
@@ -35,7 +36,7 @@ def probe_run(
     splits: Splits,
     settings: dict,
     run: dict,
-    num_classes: int,
+    num_classes: int | None,
     *,
     categories: dict,
     joint_groups: dict | None = None,
@@ -47,6 +48,7 @@ def probe_run(
     ops: bool = False,
     shard: dict | None = None,
     earlier: list[dict] | None = None,
+    allow_nonfinite: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """The `robustness`, `distances` and `inventory` tables of one run.
 
@@ -57,18 +59,28 @@ def probe_run(
     decides the joint probe's robust set; `joint_groups` are the run's named sets of units;
     `unit_rule` is inventory's rule; `transform` (e.g. `Dataset.normalize`) turns the inputs into the
     model's, applied only to the examples the subsets keep; `ops` has the engine use the loaded fused
-    operators (layerprobe.probing.ops.resolve). Every setting is checked before any evaluation.
+    operators (layerprobe.probing.ops.resolve). Every setting, and the model, checkpoints and splits
+    (layerprobe.validation.inputs; `num_classes` None: the model's outputs), are checked before any
+    evaluation; `allow_nonfinite` lets a checkpoint or input with NaN or ±inf through, with a warning.
     Re-randomization's draws (`probes.rerandomize`) are the fresh states of every kind that re-draws.
 
     `shard` (a `shards.Shard.spec()`) evaluates only that shard's variants and returns only its
     `robustness` rows, each with its place in the unsharded table (shards.ORDER columns); `earlier`
     then holds the rows its kinds read that other shards made (the reinit rows of the joint robust set).
     """
+    missing = [s for s in settings["splits"] if s not in splits]
+    if missing:
+        raise ValueError(f"probes.splits: no data for split(s) {missing}; splits given: {list(splits)}")
+    unknown = sorted(set(settings["subset"]) - set(splits))
+    if unknown:
+        raise ValueError(f"probes.subset: no data for split(s) {unknown}; splits given: {list(splits)}")
     model = factory()
+    # Model, checkpoints and data checked against each other before anything is evaluated.
+    num_classes = inputs.validate(
+        model, checkpoints, splits, num_classes, transform=transform, allow_nonfinite=allow_nonfinite
+    )
     units = inventory(model, unit_rule)
     epochs = sorted(checkpoints)
-    if 0 not in checkpoints:
-        raise ValueError(f"probing needs the epoch-0 checkpoint (the initialization); epochs given: {epochs}")
     final = checkpoints[epochs[-1]]
     seeds, drawn = _draws(factory, settings, run)
 
@@ -76,12 +88,6 @@ def probe_run(
         kind, index = key
         return checkpoints[index] if kind == "checkpoint" else drawn[index][1]
 
-    missing = [s for s in settings["splits"] if s not in splits]
-    if missing:
-        raise ValueError(f"probes.splits: no data for split(s) {missing}; splits given: {list(splits)}")
-    unknown = sorted(set(settings["subset"]) - set(splits))
-    if unknown:
-        raise ValueError(f"probes.subset: no data for split(s) {unknown}; splits given: {list(splits)}")
     prepare = transform or (lambda x: x)
     active = kinds.enabled(settings)
     context = dict(

@@ -65,8 +65,9 @@ def cifar_batch(rng: np.random.Generator, n: int, labels_key: str = "labels", cl
 class Server:
     """http.server on 127.0.0.1 in a thread, serving `files` (path -> bytes) with Range requests.
 
-    Per path, `behaviour` may make it ignore Range (`ignore_range`: always 200 with the whole file)
-    or cut the connection after a number of bytes (`cut`: n). Every request's path and Range header
+    Per path, `behaviour` may make it ignore Range (`ignore_range`: always 200 with the whole file),
+    answer a Range with the wrong one (`wrong_range`: 206 with the whole file, from byte 0) or cut the
+    connection after a number of bytes (`cut`: n). Every request's path and Range header
     is recorded in `requests`.
     """
 
@@ -90,7 +91,7 @@ class Server:
                 start = 0
                 ranged = self.headers.get("Range")
                 if ranged and not how.get("ignore_range"):
-                    start = int(ranged.split("=")[1].split("-")[0])
+                    start = 0 if how.get("wrong_range") else int(ranged.split("=")[1].split("-")[0])
                     if start >= len(data):
                         self.send_response(416)
                         self.send_header("Content-Range", f"bytes */{len(data)}")

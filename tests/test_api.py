@@ -96,7 +96,7 @@ def test_probe_rejects_bad_settings_and_checkpoints():
     model, checkpoints, x, y = small_problem()
     with pytest.raises(ConfigError, match="interpolate.alphas"):
         layerprobe.probe(model, checkpoints, (x, y), {"interpolate": {"alphas": [2.0]}})
-    with pytest.raises(ValueError, match="epoch-0 checkpoint"):
+    with pytest.raises(ValueError, match="epoch 0 \\(the initialization\\) is required"):
         layerprobe.probe(model, {1: checkpoints[1], 2: checkpoints[2]}, (x, y), FAST)
     with pytest.raises(ValueError, match="joint_groups.pair: unknown unit"):
         layerprobe.probe(model, checkpoints, (x, y), FAST, joint_groups={"pair": ["features", "neck"]})

@@ -4,13 +4,15 @@ import pytest
 import yaml
 
 from layerprobe.config import ConfigError, validate
+from layerprobe.validation.settings import validated
 
 from conftest import REPO, SCHEMA
 
 
 def error_of(config) -> str:
+    """The error of the pass the Snakefile runs: the schema, the cross-checks, the kinds' checks."""
     with pytest.raises(ConfigError) as info:
-        validate(config, SCHEMA)
+        validated(config, SCHEMA)
     return str(info.value)
 
 

@@ -61,6 +61,16 @@ def test_server_ignoring_range_restarts_the_file(server, tmp_path):
     assert fetch([url], GOOD, tmp_path / "f", progress=False).read_bytes() == DATA
 
 
+def test_wrong_range_reply_starts_that_mirror_over_once_and_says_so(server, tmp_path, capsys):
+    url = server.add("/train.gz", DATA, wrong_range=True)
+    (tmp_path / "f.part").write_bytes(DATA[:100])
+    assert fetch([url], GOOD, tmp_path / "f", progress=False).read_bytes() == DATA
+    assert server.requests == [("/train.gz", "bytes=100-"), ("/train.gz", None)]
+    said = capsys.readouterr().err
+    assert url in said and "byte 0" in said and "f.part" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
 def test_cut_connection_is_resumed_from_the_next_mirror(server, tmp_path):
     cut = server.add("/cut.gz", DATA, cut=150)
     good = server.add("/good.gz", DATA)

@@ -22,6 +22,7 @@ STAGES = [
     "results",
     "kinds",
     "shards",
+    "validation",
     "study",
     "aggregate",
     "api",

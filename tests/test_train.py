@@ -326,13 +326,15 @@ def test_clear_removes_what_a_killed_write_left(tmp_path):
     for name in (
         "epoch_0.pt",
         checkpoints.RESUME,
-        ".epoch_4.pt.x1y2.tmp.pt",
-        f".{checkpoints.RESUME}.abc.tmp.pt",
+        ".epoch_4.pt.x1y2ab_9.tmp.pt",  # atomic_path's names: 8 random characters
+        f".{checkpoints.RESUME}.abcdefgh.tmp.pt",
+        f".{checkpoints.MANIFEST}.qwerty12.tmp.json",
+        ".epoch_4.pt.x1y2.tmp.pt",  # not one of them: kept
         "notes.txt",
     ):
         (tmp_path / name).write_bytes(b"x")
     checkpoints.clear(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".epoch_4.pt.x1y2.tmp.pt", "notes.txt"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

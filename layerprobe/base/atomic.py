@@ -1,10 +1,17 @@
-"""Files whole or not at all (write to a temporary name beside the target, then rename), and their SHA-256."""
+"""Files whole or not at all (write to a temporary name beside the target, then rename), and their SHA-256.
+
+A kill mid-write leaves a temporary `.{name}.XXXXXXXX.tmp{suffix}` beside the target and never a
+half-written file under the target's name. The next write of the same target removes such leftovers
+(`stale`), and a step that owns a whole folder sweeps it when it starts (`sweep`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove(stale(target))  # a killed earlier write of this very file
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -32,6 +40,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def temporary_name(name: str) -> re.Pattern:
+    """What tempfile.mkstemp/mkdtemp name a temporary of `name` here: `.{name}.` + 8 random characters +
+    `.tmp` and the target's suffix (a pattern matching no other file, so nothing else is ever removed)."""
+    return re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp(\.[^.]*)?")
+
+
+def stale(target: str | os.PathLike) -> list[Path]:
+    """The temporaries earlier writes of `target` left (files or folders, sorted)."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    pattern = temporary_name(target.name)
+    return sorted(p for p in target.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def sweep(folder: str | os.PathLike) -> list[Path]:
+    """Remove every temporary an interrupted write left in `folder` (not below it); returns them. Only
+    for a folder that one step writes alone: another job's write in progress would lose its file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]*)?")
+    return remove(sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)))
+
+
+def remove(paths: list[Path]) -> list[Path]:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return paths
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -106,8 +106,8 @@ def save(splits: Dataset, path: str | Path) -> None:
                "mean": list(splits.mean), "std": list(splits.std),
                "x_train": splits.x_train, "y_train": splits.y_train,
                "x_test": splits.x_test, "y_test": splits.y_test}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)  # a file object: the same data give the same bytes (see checkpoints.save)
 
 
 def load(path: str | Path) -> Dataset:

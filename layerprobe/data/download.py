@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -22,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from layerprobe.base import atomic
 from layerprobe.base.atomic import sha256
 
 USER_AGENT = "layerprobe (python urllib)"  # some hosts refuse urllib's default agent
@@ -31,6 +33,10 @@ CHUNK = 1 << 20
 
 class DownloadError(RuntimeError):
     """No mirror delivered the file with the declared checksum."""
+
+
+class WrongRange(ValueError):
+    """A resume request answered with a range that does not start where the part file ends."""
 
 
 class UnsafeArchive(ValueError):
@@ -58,7 +64,14 @@ def fetch(urls: list[str], expected_sha256: str, dest: str | Path, progress: boo
     tried = []
     for url in urls:
         try:
-            _stream(url, part, progress, dest.name)
+            try:
+                _stream(url, part, progress, dest.name)
+            except WrongRange as err:
+                # The server resumes from the wrong place: the part file cannot be continued there, so
+                # this mirror starts over from byte 0, once (a second failure moves on to the next).
+                part.unlink()
+                print(f"{url}: {err}; removed {part.name} and downloading it again from byte 0", file=sys.stderr)
+                _stream(url, part, progress, dest.name)
         except (OSError, http.client.HTTPException, ValueError) as err:  # HTTP errors, timeouts, short reads
             tried.append(f"{url}: {_reason(err)}")
             continue  # the part file stays: the next mirror serves the same bytes and can resume it
@@ -105,7 +118,7 @@ def _stream(url: str, part: Path, progress: bool, label: str) -> None:
         if offset and status == 206:
             start = _range_start(response.headers.get("Content-Range", ""))
             if start != offset:
-                raise ValueError(f"asked for bytes from {offset}, got a range starting at {start}")
+                raise WrongRange(f"asked to resume at byte {offset}, the server sent a range starting at {start}")
         elif offset:
             offset = 0  # 200: the server ignored the Range header and sends the whole file
         length = response.headers.get("Content-Length")
@@ -136,6 +149,7 @@ def extract(archive: str | Path, target: str | Path) -> Path:
     """
     archive, target = Path(archive), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    atomic.remove(atomic.stale(target))  # an extraction a kill interrupted
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         if tarfile.is_tarfile(archive):

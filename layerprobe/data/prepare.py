@@ -40,8 +40,13 @@ def prepare(name: str, declaration: dict | None = None, files: dict[str, str | P
     except ValueError as err:
         raise ValueError(f"dataset {name!r} ({decl['format']}): {err}") from err
     num_classes = decl["num_classes"]
-    for split, y in (("train", y_train), ("test", y_test)):
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(y) == 0:  # refused here: training would fail on it only after the file was written
+            raise ValueError(f"dataset {name!r}: its {split} split is empty (0 examples); "
+                             "check its files and settings")
+        if len(x) != len(y):
+            raise ValueError(f"dataset {name!r}: its {split} split has {len(x)} images but {len(y)} labels")
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
             raise ValueError(f"dataset {name!r}: {split} labels span {int(y.min())}..{int(y.max())}, "
                              f"outside 0..{num_classes - 1} (num_classes: {num_classes})")
     if decl.get("normalization"):

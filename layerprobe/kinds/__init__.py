@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import importlib
 
+from layerprobe.config import checkpoint_epochs
+from layerprobe.config import datasets as declared
 from layerprobe.config.schema import load_schema, probe_kinds
+from layerprobe.config.shapes import units as unit_shapes
 from layerprobe.kinds.base import Context, Figure, ProbeKind, Subset, Summary, Table
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "get",
     "job_settings",
     "kinds",
+    "planning_context",
     "register",
     "tables",
     "uses_categories",
@@ -85,6 +89,30 @@ def aggregate_settings(probes: dict) -> dict:
 def uses_categories(probes: dict) -> bool:
     """Whether a probe job depends on the config's `categories` (the joint probe's robust set)."""
     return any(k.uses_categories(probes[k.name]) for k in enabled(probes))
+
+
+def planning_context(run: dict, config: dict) -> Context | None:
+    """A run's Context read from a validated config alone, before training (`rows` None; the units are
+    config.shapes.UnitShape): the workflow plans shards and checks unit names with it. None for a
+    model family whose units the settings do not tell."""
+    from layerprobe.kinds.rerandomize import draw_seeds  # here: the kind modules import this one
+
+    declaration = config["datasets"][run["dataset"]]
+    shapes = unit_shapes(run["model"], declared.image_shape(declaration), declaration["num_classes"])
+    if shapes is None:
+        return None
+    probes, redraw = config["probes"], config["probes"]["rerandomize"]
+    return Context(
+        units=shapes,
+        epochs=checkpoint_epochs(run["checkpoints"], run["train"]["epochs"]),
+        draw_seeds=draw_seeds(redraw["seed"], run["seed"], redraw["draws"] if redraw["enabled"] else 0),
+        settings=probes,
+        run_seed=run["seed"],
+        num_classes=declaration["num_classes"],
+        categories=config["categories"],
+        joint_groups=run["joint_groups"],
+        rows=None,
+    )
 
 
 def tables() -> list[Table]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from layerprobe.base.atomic import atomic_path, sha256, write_text
+from layerprobe.base.atomic import atomic_path, sha256, sweep, write_text
 
 MANIFEST = "manifest.json"
 RESUME = "resume.pt"  # layerprobe.training.loop's state for continuing a killed training
@@ -29,8 +29,10 @@ def path_for(directory: str | Path, epoch: int) -> Path:
 
 def save(directory: str | Path, epoch: int, state_dict: dict[str, torch.Tensor], **meta) -> Path:
     path = path_for(directory, epoch)
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state_dict, "epoch": epoch, **meta}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # Saved through a file object, torch names the archive inside "archive" rather than after the
+        # (random) temporary name, so the same weights give the same bytes and the same SHA-256.
+        torch.save({"state_dict": state_dict, "epoch": epoch, **meta}, handle)
     return path
 
 
@@ -54,17 +56,14 @@ def load(path: str | Path, expected_sha256: str | None = None) -> dict:
 
 def clear(directory: str | Path) -> list[Path]:
     """Remove the manifest (first: the run stops counting as complete), then every checkpoint and resume
-    state, and the temporary files of writes a kill interrupted (atomic_path's `.{name}.*.tmp.pt`)."""
+    state, and the temporary files of writes a kill interrupted (base.atomic.sweep)."""
     directory = Path(directory)
-    leftovers = sorted(directory.glob(".epoch_*.tmp.pt")) + sorted(directory.glob(f".{RESUME}.*.tmp.pt"))
     removed = [
-        p
-        for p in [directory / MANIFEST, *sorted(directory.glob("epoch_*.pt")), directory / RESUME, *leftovers]
-        if p.exists()
+        p for p in [directory / MANIFEST, *sorted(directory.glob("epoch_*.pt")), directory / RESUME] if p.exists()
     ]
     for path in removed:
         path.unlink()
-    return removed
+    return removed + sweep(directory)
 
 
 def write_manifest(directory: str | Path, epochs: list[int], **meta) -> Path:

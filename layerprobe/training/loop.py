@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from layerprobe.base.atomic import atomic_path
+from layerprobe.base.atomic import atomic_path, sweep
 from layerprobe.base.device import resolve_device
 from layerprobe.base.metrics import classify
 from layerprobe.base.seeds import derive_seed
@@ -92,6 +92,10 @@ def _log_row(
         "test_loss": test["loss"],
         "test_error": test["error"],
     }
+
+
+def _log_line(row: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in row.items())
 
 
 def fingerprint(
@@ -224,9 +228,14 @@ def train(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     meta = {"seed": seed, **(meta or {}), "train": settings}
     key = fingerprint(settings, seed, save_epochs, meta, data, device, precision)
+    had_state = (directory / RESUME).is_file()
     resume = _load_resume(directory, key, save_epochs)
     if resume is None:
+        if had_state and progress:
+            tqdm.write(f"{directory / RESUME} is of other settings or other checkpoints: training from scratch")
         checkpoints.clear(directory)
+    else:
+        sweep(directory)  # what a kill mid-write left (the folder is this training's alone)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -258,8 +267,8 @@ def train(
             "rng": _rng_states(generators, device),
             "log": log,
         }
-        with atomic_path(directory / RESUME) as tmp:
-            torch.save(state, tmp)
+        with atomic_path(directory / RESUME) as tmp, open(tmp, "wb") as handle:
+            torch.save(state, handle)
 
     def save_checkpoint(epoch: int) -> None:
         checkpoints.save(directory, epoch, {k: v.detach().cpu() for k, v in model.state_dict().items()}, **meta)
@@ -279,6 +288,10 @@ def train(
         if resume["epoch"] in save_epochs and not checkpoints.path_for(directory, resume["epoch"]).is_file():
             save_checkpoint(resume["epoch"])
         if progress:
+            # Snakemake deletes a job's log before it runs again: the lines of the epochs before the
+            # kill are written again from the resume state, then where training goes on.
+            for row in log[1:]:
+                tqdm.write(_log_line(row))
             tqdm.write(f"resuming after epoch {resume['epoch']} from {directory / RESUME}")
     model.train()
     # A bar on a terminal (disable=None turns it off elsewhere); one line per epoch in any case.
@@ -311,7 +324,7 @@ def train(
         if epoch in save_epochs:
             save_checkpoint(epoch)
         if progress:
-            tqdm.write(", ".join(f"{k} {v:.4g}" for k, v in log[-1].items()))
+            tqdm.write(_log_line(log[-1]))
     checkpoints.write_manifest(directory, save_epochs, **meta)
     (directory / RESUME).unlink(missing_ok=True)
     return log
