@@ -245,6 +245,7 @@ CONFIG_CASES = [
     ("a misspelled training key", lambda c: c["runs"][0]["train"].update(learning_rate=0.1), ["runs[0].train"]),
     ("an unknown dataset", lambda c: c["runs"][1].update(dataset="digitz"), ["runs[1].dataset", "digitz"]),
     ("an unknown split", lambda c: c["probes"].update(splits=["test", "valid"]), ["probes", "valid"]),
+    ("a subset of an unknown split", lambda c: c["probes"].update(subset={"valid": 10}), ["probes.subset", "valid"]),
 ]
 
 
@@ -324,6 +325,27 @@ def test_a_dataset_with_an_empty_split_is_refused_and_nothing_written(tmp_path):
     with pytest.raises(ValueError, match="dataset 'tiny_idx': its test split is empty"):
         prepare("tiny_idx", declaration, files=paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed")
+def test_the_data_rule_refuses_an_empty_split_and_writes_nothing(tmp_path):
+    raw, _ = idx_dataset(n_test=0)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for role, data in raw.items():
+        (mirror / role).write_bytes(data)
+    files_ = {role: {"urls": [(mirror / role).as_uri()], "sha256": sha256_bytes(d)} for role, d in raw.items()}
+    config = {**TEST_CONFIG, "datasets": {"tiny_idx": {"format": "idx", "num_classes": 4, "files": files_}}}
+    config["runs"] = [{**TEST_CONFIG["runs"][0], "dataset": "tiny_idx"}]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "results/data/tiny_idx.pt"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "dataset 'tiny_idx': its test split is empty" in (tmp_path / "logs/data/tiny_idx.log").read_text()
+    assert not (tmp_path / "results/data").exists() or not any((tmp_path / "results/data").iterdir())
 
 
 def test_checkpoint_files_are_byte_reproducible(tmp_path, digits):

@@ -45,6 +45,9 @@ def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
     unknown = [s for s in [*probes["splits"], probes["criticality"]["split"]] if s not in SPLITS]
     if unknown:
         messages.append(f"probes: unknown split(s) {unknown}; the datasets have {list(SPLITS)}")
+    unknown = [s for s in probes["subset"] if s not in SPLITS]
+    if unknown:
+        messages.append(f"probes.subset: unknown split(s) {unknown}; the datasets have {list(SPLITS)}")
     joint = probes["joint"]
     if joint["enabled"] and joint["robust"] and not (probes["reinit"]["enabled"] and "test" in probes["splits"]):
         messages.append(
