@@ -28,7 +28,9 @@ def test_z_is_the_normal_quantile():
     assert 0.5 * math.erfc(-Z / math.sqrt(2)) == pytest.approx(0.975, abs=1e-15)
 
 
-@pytest.mark.parametrize("k, n, low, high", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (1, 29, 0.0061, 0.1718)])
+@pytest.mark.parametrize(
+    "k, n, low, high", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (1, 29, 0.0061, 0.1718)]
+)
 def test_wilson_matches_published_values(k, n, low, high):
     """Newcombe, Statistics in Medicine 17:857–872 (1998), Table II, method 3 (the score interval)."""
     assert wilson(k, n) == pytest.approx((low, high), abs=5e-5)
@@ -183,7 +185,10 @@ def summarize(rows, n):
     robustness = tables.frame([with_intervals(r) for r in rows], tables.ROBUSTNESS, run)
     units = sorted({r["unit"] for r in rows} - {"fullmodel"})
     inventory = tables.frame(
-        [{"unit": u, "index": i, "n_params": 1, "params": u, "rule": "r", "num_classes": 10} for i, u in enumerate(units)],
+        [
+            {"unit": u, "index": i, "n_params": 1, "params": u, "rule": "r", "num_classes": 10}
+            for i, u in enumerate(units)
+        ],
         tables.INVENTORY,
         run,
     )
