@@ -77,10 +77,10 @@ def summary(units, robustness, distances, tables, section, categories):
     return out.set_index(KEYS)[list(MEASURES + VERDICTS)]
 
 
-def draw_heatmap(table, run, split):
+def draw_heatmap(table, run, split, categories):
     from layerprobe.results import figures  # here: the Snakefile imports this module without matplotlib
 
-    return figures.robustness_heatmap(table, run, split)
+    return figures.robustness_heatmap(table, run, split, categories)
 
 
 # Shared with re-randomization, whose draws are the heatmap's first column.
@@ -93,6 +93,7 @@ ROBUSTNESS_FIGURE = Figure(
     category="Robustness",
     label="{split} error",
     values=lambda probes: {"split": probes["splits"]},
+    categories=True,  # the rewind points and the cells in doubt are marked against its thresholds
 )
 
 KIND = ProbeKind(
