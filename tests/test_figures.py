@@ -303,6 +303,14 @@ NEW_ROBUSTNESS_COLUMNS = [
     "loss",
     "agreement",
     "n",
+    # the discordant counts and intervals (empty here: these figures do not read them)
+    "worse",
+    "better",
+    "increase",
+    "error_low",
+    "error_high",
+    "increase_low",
+    "increase_high",
 ]
 CRITICALITY_COLUMNS = [
     "run",
