@@ -384,8 +384,9 @@ def _mark_cells(ax, matrix: pd.DataFrame, marks: RewindMarks) -> None:
 
     for unit, tau in marks.straddling:
         ax.add_patch(Rectangle(corner(unit, tau), 1, 1, fill=False, hatch="///", edgecolor="0.6", linewidth=0))
-    for unit, tau in marks.rewind.items():
-        ax.add_patch(Rectangle(corner(unit, tau), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    for unit, tau in marks.rewind.items():  # inset a little, so frames of neighbouring cells stay apart
+        x, y = corner(unit, tau)
+        ax.add_patch(Rectangle((x + 0.05, y + 0.05), 0.9, 0.9, fill=False, edgecolor="red", linewidth=2))
 
 
 def joint_heatmap(table: pd.DataFrame, run: str, split: str) -> Figure:
