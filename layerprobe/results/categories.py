@@ -25,8 +25,9 @@ def chance_error(num_classes):
     return 1.0 - 1.0 / num_classes
 
 
-def side(increase: float, final_error: float, chance_error: float, robust_max_increase: float,
-         critical_fraction: float) -> str:
+def side(
+    increase: float, final_error: float, chance_error: float, robust_max_increase: float, critical_fraction: float
+) -> str:
     """The category of an error increase: robust up to `robust_max_increase`, critical from
     `critical_fraction` of the way from the final error to chance on, intermediate in between
     ("" for a missing value). Monotone in the increase, so an interval's ends bound its values'."""
@@ -39,14 +40,21 @@ def side(increase: float, final_error: float, chance_error: float, robust_max_in
     return INTERMEDIATE
 
 
-def categorize(error: float, final_error: float, chance_error: float, robust_max_increase: float,
-               critical_fraction: float) -> str:
+def categorize(
+    error: float, final_error: float, chance_error: float, robust_max_increase: float, critical_fraction: float
+) -> str:
     """The category of a point `error` against the unmodified model's `final_error`."""
     return side(error - final_error, final_error, chance_error, robust_max_increase, critical_fraction)
 
 
-def categorize_interval(low: float, high: float, final_error: float, chance_error: float,
-                        robust_max_increase: float, critical_fraction: float) -> tuple[str, str]:
+def categorize_interval(
+    low: float,
+    high: float,
+    final_error: float,
+    chance_error: float,
+    robust_max_increase: float,
+    critical_fraction: float,
+) -> tuple[str, str]:
     """(category, between) of an interval [low, high] on the increase: the category of both ends
     and "", or `uncertain` and the ends' categories, e.g. "robust/intermediate"."""
     limits = final_error, chance_error, robust_max_increase, critical_fraction
