@@ -308,18 +308,21 @@ def run_vmap(case: Case, budget: int) -> list[dict]:
             del states
             k = len(ids)
             wrong = torch.zeros(k, dtype=torch.long, device=x.device)
-            agree = torch.zeros_like(wrong)
+            agree, worse, better = torch.zeros_like(wrong), torch.zeros_like(wrong), torch.zeros_like(wrong)
             loss = torch.zeros(k, dtype=torch.float64, device=x.device)
             for start in range(0, len(x), BATCH):
                 xb, yb, rb = x[start : start + BATCH], y[start : start + BATCH], final[start : start + BATCH]
                 logits = many(stacked, xb).double()  # (K, B, C)
                 loss += F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none").view(k, -1).sum(1)
                 pred = logits.argmax(dim=2)
-                wrong += (pred != yb).sum(1)
+                hit, right = pred == yb, rb == yb
+                wrong += (~hit).sum(1)
                 agree += (pred == rb).sum(1)
+                worse += (right & ~hit).sum(1)
+                better += (~right & hit).sum(1)
             n = len(y)
-            for i, w, a, s in zip(ids, wrong.tolist(), agree.tolist(), loss.tolist()):
-                results[i, split] = {"error": w / n, "loss": s / n, "agreement": a / n, "n": n}
+            for i, w, a, s, b, c in zip(ids, *(t.tolist() for t in (wrong, agree, loss, worse, better))):
+                results[i, split] = {"error": w / n, "loss": s / n, "agreement": a / n, "worse": b, "better": c, "n": n}
     return [result_row(v, case.bn_stats, s, results[i, s]) for i, v in enumerate(case.variants) for s in case.splits]
 
 

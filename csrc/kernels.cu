@@ -21,7 +21,7 @@ __device__ __forceinline__ bool better(T v, int64_t i, T best, int64_t at) {
 template <typename T>
 __global__ void head_reduce_kernel(const T* logits, int64_t rows, int64_t C, int64_t n0, int64_t N,
                                    const int64_t* labels, const int64_t* reference, double* loss, int64_t* correct,
-                                   int64_t* agree) {
+                                   int64_t* agree, int64_t* worse) {
   const int lane = threadIdx.x & 31;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (r >= rows) return;
@@ -53,6 +53,7 @@ __global__ void head_reduce_kernel(const T* logits, int64_t rows, int64_t C, int
     loss[r] = log(sum) + m - static_cast<double>(row[labels[n]]);
     correct[r] = at == labels[n];
     agree[r] = at == reference[n];
+    worse[r] = reference[n] == labels[n] && at != labels[n];
   }
 }
 
@@ -96,21 +97,22 @@ unsigned int blocks_for(int64_t work) {
 
 }  // namespace
 
-#define LP_HEAD(T)                                                                                              \
-  void head_reduce(const T* logits, int64_t rows, int64_t C, int64_t n0, int64_t N, const int64_t* labels,       \
-                   const int64_t* reference, double* loss, int64_t* correct, int64_t* agree, cudaStream_t stream) { \
-    const unsigned int blocks = static_cast<unsigned int>((rows + kWarps - 1) / kWarps);                         \
-    if (blocks) head_reduce_kernel<T><<<blocks, kThreads, 0, stream>>>(logits, rows, C, n0, N, labels, reference, \
-                                                                       loss, correct, agree);                    \
-  }                                                                                                              \
-  void interp_mix(const T* z0, const T* z1, const T* alphas, int64_t K, int64_t M, bool relu, T* out,             \
-                  cudaStream_t stream) {                                                                         \
-    interp_mix_kernel<T><<<blocks_for(K * M), kThreads, 0, stream>>>(z0, z1, alphas, K, M, relu, out);            \
-  }                                                                                                              \
-  void add_noise(const T* weight, T* out, int64_t rows, int64_t cols, double sigma, uint64_t seed,                \
-                 uint32_t stream_id, cudaStream_t stream) {                                                      \
-    add_noise_kernel<T><<<blocks_for(rows * ((cols + 1) / 2)), kThreads, 0, stream>>>(weight, out, rows, cols,    \
-                                                                                      sigma, seed, stream_id);   \
+#define LP_HEAD(T)                                                                                                 \
+  void head_reduce(const T* logits, int64_t rows, int64_t C, int64_t n0, int64_t N, const int64_t* labels,         \
+                   const int64_t* reference, double* loss, int64_t* correct, int64_t* agree, int64_t* worse,       \
+                   cudaStream_t stream) {                                                                          \
+    const unsigned int blocks = static_cast<unsigned int>((rows + kWarps - 1) / kWarps);                           \
+    if (blocks) head_reduce_kernel<T><<<blocks, kThreads, 0, stream>>>(logits, rows, C, n0, N, labels, reference,  \
+                                                                       loss, correct, agree, worse);               \
+  }                                                                                                                \
+  void interp_mix(const T* z0, const T* z1, const T* alphas, int64_t K, int64_t M, bool relu, T* out,              \
+                  cudaStream_t stream) {                                                                           \
+    interp_mix_kernel<T><<<blocks_for(K * M), kThreads, 0, stream>>>(z0, z1, alphas, K, M, relu, out);             \
+  }                                                                                                                \
+  void add_noise(const T* weight, T* out, int64_t rows, int64_t cols, double sigma, uint64_t seed,                 \
+                 uint32_t stream_id, cudaStream_t stream) {                                                        \
+    add_noise_kernel<T><<<blocks_for(rows * ((cols + 1) / 2)), kThreads, 0, stream>>>(weight, out, rows, cols,     \
+                                                                                      sigma, seed, stream_id);     \
   }
 
 LP_HEAD(float)

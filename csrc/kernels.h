@@ -8,11 +8,14 @@ namespace layerprobe {
 namespace cuda {
 
 // Per row r of a (rows, C) logits tile: loss[r] (cross-entropy in double), correct[r] and agree[r]
-// (0/1) against labels / reference at input n = (n0 + r) % N. Argmax ties go to the first index.
+// (0/1) against labels / reference at input n = (n0 + r) % N, and worse[r] (1 where the reference is
+// right and the prediction wrong). Argmax ties go to the first index.
 void head_reduce(const float* logits, int64_t rows, int64_t C, int64_t n0, int64_t N, const int64_t* labels,
-                 const int64_t* reference, double* loss, int64_t* correct, int64_t* agree, cudaStream_t stream);
+                 const int64_t* reference, double* loss, int64_t* correct, int64_t* agree, int64_t* worse,
+                 cudaStream_t stream);
 void head_reduce(const double* logits, int64_t rows, int64_t C, int64_t n0, int64_t N, const int64_t* labels,
-                 const int64_t* reference, double* loss, int64_t* correct, int64_t* agree, cudaStream_t stream);
+                 const int64_t* reference, double* loss, int64_t* correct, int64_t* agree, int64_t* worse,
+                 cudaStream_t stream);
 
 // out[k, j] = act(z0[j] + alphas[k] (z1[j] − z0[j])) for j < M, k < K; act is ReLU or identity.
 void interp_mix(const float* z0, const float* z1, const float* alphas, int64_t K, int64_t M, bool relu, float* out,

@@ -20,15 +20,17 @@ struct CpuBackend {
   static int64_t tile_rows(int64_t classes) { return std::max<int64_t>(64, (1 << 18) / classes); }
 
   // Per row: argmax (first maximal index, NaN counting as maximal, as torch.argmax), the
-  // cross-entropy in double (log-sum-exp), and whether the prediction is right / agrees.
+  // cross-entropy in double (log-sum-exp), whether the prediction is right / agrees, and whether it
+  // is wrong where the reference is right (worse).
   static void reduce(const Tensor& logits, int64_t n0, int64_t N, const Tensor& labels, const Tensor& reference,
-                     Tensor& row_loss, Tensor& row_correct, Tensor& row_agree) {
+                     Tensor& row_loss, Tensor& row_correct, Tensor& row_agree, Tensor& row_worse) {
     const int64_t rows = logits.size(0), C = logits.size(1);
     const int64_t* y = labels.data_ptr<int64_t>();
     const int64_t* ref = reference.data_ptr<int64_t>();
     double* loss = row_loss.data_ptr<double>();
     int64_t* correct = row_correct.data_ptr<int64_t>();
     int64_t* agree = row_agree.data_ptr<int64_t>();
+    int64_t* worse = row_worse.data_ptr<int64_t>();
     // With many classes the exponentials dominate: ATen's vectorized log-sum-exp (in double, as the
     // scalar loop) is several times faster than std::exp one value at a time.
     Tensor lse;
@@ -61,6 +63,7 @@ struct CpuBackend {
           loss[r] = log_sum_exp - static_cast<double>(row[y[n]]);
           correct[r] = best == y[n];
           agree[r] = best == ref[n];
+          worse[r] = ref[n] == y[n] && best != y[n];
         }
       });
     });
@@ -105,7 +108,7 @@ struct CpuBackend {
 }  // namespace
 
 TORCH_LIBRARY(layerprobe, m) {
-  m.def("head_eval(Tensor hidden, Tensor weight, Tensor? bias, Tensor labels, Tensor reference) -> (Tensor, Tensor, Tensor)");
+  m.def("head_eval(Tensor hidden, Tensor weight, Tensor? bias, Tensor labels, Tensor reference) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("interp_unit(Tensor x, Tensor weight0, Tensor? bias0, Tensor weight1, Tensor? bias1, Tensor alphas, str activation) -> Tensor");
   m.def("noisy_unit(Tensor x, Tensor weight, Tensor? bias, Tensor sigmas, Tensor seeds, int stream) -> Tensor");
 }

@@ -16,18 +16,18 @@ struct CudaBackend {
   static int64_t tile_rows(int64_t classes) { return std::max<int64_t>(1024, (int64_t{1} << 24) / classes); }
 
   static void reduce(const Tensor& logits, int64_t n0, int64_t N, const Tensor& labels, const Tensor& reference,
-                     Tensor& row_loss, Tensor& row_correct, Tensor& row_agree) {
+                     Tensor& row_loss, Tensor& row_correct, Tensor& row_agree, Tensor& row_worse) {
     const c10::cuda::CUDAGuard guard(logits.device());
     const auto stream = at::cuda::getCurrentCUDAStream().stream();
     const int64_t rows = logits.size(0), C = logits.size(1);
     if (logits.scalar_type() == at::kFloat) {
       cuda::head_reduce(logits.data_ptr<float>(), rows, C, n0, N, labels.data_ptr<int64_t>(),
                         reference.data_ptr<int64_t>(), row_loss.data_ptr<double>(), row_correct.data_ptr<int64_t>(),
-                        row_agree.data_ptr<int64_t>(), stream);
+                        row_agree.data_ptr<int64_t>(), row_worse.data_ptr<int64_t>(), stream);
     } else {
       cuda::head_reduce(logits.data_ptr<double>(), rows, C, n0, N, labels.data_ptr<int64_t>(),
                         reference.data_ptr<int64_t>(), row_loss.data_ptr<double>(), row_correct.data_ptr<int64_t>(),
-                        row_agree.data_ptr<int64_t>(), stream);
+                        row_agree.data_ptr<int64_t>(), row_worse.data_ptr<int64_t>(), stream);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

@@ -50,14 +50,16 @@ inline void product_out(Tensor& out, const Tensor& x, const Tensor& weight, cons
 }
 
 // ---------------------------------------------------------------------------------------------
-// head_eval: per variant, correct / summed cross-entropy / agreement of softmax(hidden W^T + b)
+// head_eval: per variant, correct / summed cross-entropy / agreement / worse of softmax(hidden W^T + b)
 // ---------------------------------------------------------------------------------------------
+// `worse` counts the inputs the reference got right (reference == label) and the variant wrong: with
+// `correct` and the reference's own count it gives both discordant counts of the paired comparison.
 // Logits exist only one tile at a time (Backend::tile_rows(C) rows). A tile is a run of whole
 // variants when a variant's N rows fit, else a run of rows of one variant; the backend reduces a
-// tile to per-row loss / correct / agree, which are summed per variant in a fixed order, so the
-// result does not depend on thread or block scheduling.
+// tile to per-row loss / correct / agree / worse, which are summed per variant in a fixed order, so
+// the result does not depend on thread or block scheduling.
 template <class Backend>
-std::tuple<Tensor, Tensor, Tensor> head_eval(const Tensor& hidden, const Tensor& weight,
+std::tuple<Tensor, Tensor, Tensor, Tensor> head_eval(const Tensor& hidden, const Tensor& weight,
                                              const std::optional<Tensor>& bias, const Tensor& labels,
                                              const Tensor& reference) {
   const char* op = "layerprobe::head_eval";
@@ -74,9 +76,9 @@ std::tuple<Tensor, Tensor, Tensor> head_eval(const Tensor& hidden, const Tensor&
   check_index(labels, "labels");
   check_index(reference, "reference");
   auto long_opts = hidden.options().dtype(at::kLong);
-  Tensor correct = at::zeros({V}, long_opts), agree = at::zeros({V}, long_opts);
+  Tensor correct = at::zeros({V}, long_opts), agree = at::zeros({V}, long_opts), worse = at::zeros({V}, long_opts);
   Tensor loss = at::zeros({V}, hidden.options().dtype(at::kDouble));
-  if (V == 0 || N == 0) return {correct, loss, agree};
+  if (V == 0 || N == 0) return {correct, loss, agree, worse};
   const auto [lo, hi] = at::aminmax(labels);
   const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
   TORCH_CHECK_VALUE(lo_v >= 0 && hi_v < C, op, ": labels must lie in [0, ", C, ") for a head of ", C,
@@ -89,16 +91,18 @@ std::tuple<Tensor, Tensor, Tensor> head_eval(const Tensor& hidden, const Tensor&
   Tensor logits = at::empty({tile, C}, hidden.options());
   Tensor row_loss = at::empty({tile}, hidden.options().dtype(at::kDouble));
   Tensor row_correct = at::empty({tile}, long_opts), row_agree = at::empty({tile}, long_opts);
+  Tensor row_worse = at::empty({tile}, long_opts);
   if (N <= T) {
     const int64_t per = T / N;  // whole variants per tile
     for (int64_t v0 = 0; v0 < V; v0 += per) {
       const int64_t vt = std::min(per, V - v0), rows = vt * N;
       Tensor out = logits.narrow(0, 0, rows);
       product_out(out, h.narrow(0, v0 * N, rows), weight, bias);
-      Backend::reduce(out, 0, N, labels_c, reference_c, row_loss, row_correct, row_agree);
+      Backend::reduce(out, 0, N, labels_c, reference_c, row_loss, row_correct, row_agree, row_worse);
       loss.narrow(0, v0, vt).add_(row_loss.narrow(0, 0, rows).view({vt, N}).sum(1));
       correct.narrow(0, v0, vt).add_(row_correct.narrow(0, 0, rows).view({vt, N}).sum(1));
       agree.narrow(0, v0, vt).add_(row_agree.narrow(0, 0, rows).view({vt, N}).sum(1));
+      worse.narrow(0, v0, vt).add_(row_worse.narrow(0, 0, rows).view({vt, N}).sum(1));
     }
   } else {
     for (int64_t v = 0; v < V; ++v) {
@@ -106,14 +110,15 @@ std::tuple<Tensor, Tensor, Tensor> head_eval(const Tensor& hidden, const Tensor&
         const int64_t rows = std::min(T, N - n0);
         Tensor out = logits.narrow(0, 0, rows);
         product_out(out, h.narrow(0, v * N + n0, rows), weight, bias);
-        Backend::reduce(out, n0, N, labels_c, reference_c, row_loss, row_correct, row_agree);
+        Backend::reduce(out, n0, N, labels_c, reference_c, row_loss, row_correct, row_agree, row_worse);
         loss.narrow(0, v, 1).add_(row_loss.narrow(0, 0, rows).sum());
         correct.narrow(0, v, 1).add_(row_correct.narrow(0, 0, rows).sum());
         agree.narrow(0, v, 1).add_(row_agree.narrow(0, 0, rows).sum());
+        worse.narrow(0, v, 1).add_(row_worse.narrow(0, 0, rows).sum());
       }
     }
   }
-  return {correct, loss, agree};
+  return {correct, loss, agree, worse};
 }
 
 // ---------------------------------------------------------------------------------------------

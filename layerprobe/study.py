@@ -22,6 +22,7 @@ from layerprobe.models import describe, fresh_state
 from layerprobe.models.units import State, inventory
 from layerprobe.probing import distances, engine
 from layerprobe.results import tables
+from layerprobe.results.intervals import with_intervals
 from layerprobe.validation import inputs
 
 
@@ -140,7 +141,7 @@ def probe_run(
             rows += evaluated
             split_index = {name: j for j, name in enumerate(on_data)}
             placed += [
-                {"variant": chosen[n // len(on_data)][1], "split_index": split_index[r["split"]], **r}
+                {"variant": chosen[n // len(on_data)][1], "split_index": split_index[r["split"]], **with_intervals(r)}
                 for n, r in enumerate(evaluated)
             ]
     if shard:

@@ -10,6 +10,7 @@ from layerprobe.results import figures, tables
 figure = kinds.figure(snakemake.params.figure)
 table = tables.read_csv(snakemake.input[0], aggregate.columns_of(figure.table))
 wildcards = {key: value for key, value in snakemake.wildcards.items() if key != "run"}
+options = {"categories": snakemake.params.categories} if figure.categories else {}
 figures.save_figure(
-    figure.draw(table, snakemake.wildcards.run, **wildcards), snakemake.output.png, snakemake.output.pdf
+    figure.draw(table, snakemake.wildcards.run, **wildcards, **options), snakemake.output.png, snakemake.output.pdf
 )

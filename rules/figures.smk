@@ -21,6 +21,7 @@ for fig in layerprobe.kinds.figures():
             pdf=f"results/figures/{{run}}/{fig.pattern}.pdf",
         params:
             figure=fig.rule,
+            categories=config["categories"] if fig.categories else None,
         log:
             f"logs/figures/{{run}}/{fig.pattern}.log",
         benchmark:

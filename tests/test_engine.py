@@ -121,13 +121,22 @@ def every_probe(units):
     )
 
 
+MEASURED = ("error", "loss", "agreement", "worse", "better")
+
+
 def assert_same_rows(expected, actual, loss_rel=1e-9, error_slack=0.0):
+    """Rows equal; `error_slack` (a fraction of n) admits flipped predictions, which move the
+    discordant counts too."""
     assert len(expected) == len(actual)
     for e, a in zip(expected, actual):
-        described = {k: v for k, v in e.items() if k not in ("error", "loss", "agreement")}
-        assert described == {k: v for k, v in a.items() if k not in ("error", "loss", "agreement")}
+        described = {k: v for k, v in e.items() if k not in MEASURED}
+        assert described == {k: v for k, v in a.items() if k not in MEASURED}
         assert abs(e["error"] - a["error"]) <= error_slack, (e, a)
         assert abs(e["agreement"] - a["agreement"]) <= 2 * error_slack, (e, a)
+        for count in ("worse", "better"):
+            assert isinstance(a[count], int) and abs(e[count] - a[count]) <= round(2 * error_slack * e["n"]), (e, a)
+        if not error_slack:
+            assert (e["worse"], e["better"]) == (a["worse"], a["better"]), (e, a)
         assert a["loss"] == pytest.approx(e["loss"], rel=loss_rel), (e, a)
 
 
@@ -147,6 +156,13 @@ def test_engine_equals_reference_for_every_probe(name, bn_stats, device):
     actual = engine.evaluate(model, units, variants, checkpoints[5], source, splits, bn_stats, device=device)
     assert_same_rows(expected, actual)
     assert {r["probe"] for r in actual} == {"reinit", "rerandomize", "interpolate", "criticality", "joint"}
+    assert any(r["worse"] for r in actual) and any(r["better"] for r in actual)  # both counts are exercised
+    # worse − better is the variant's errors less the final model's (the reinit row at the final epoch)
+    for split, (_, y) in splits.items():
+        final = next(r for r in actual if r["probe"] == "reinit" and r["checkpoint"] == 5 and r["split"] == split)
+        assert final["worse"] == final["better"] == 0
+        for r in (r for r in actual if r["split"] == split):
+            assert r["worse"] - r["better"] == round((r["error"] - final["error"]) * len(y)), r
 
 
 @pytest.mark.parametrize("name", ["fcn", "vgg_bn"])

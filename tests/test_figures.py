@@ -303,6 +303,14 @@ NEW_ROBUSTNESS_COLUMNS = [
     "loss",
     "agreement",
     "n",
+    # the discordant counts and intervals (empty here: these figures do not read them)
+    "worse",
+    "better",
+    "increase",
+    "error_low",
+    "error_high",
+    "increase_low",
+    "increase_high",
 ]
 CRITICALITY_COLUMNS = [
     "run",
@@ -711,3 +719,48 @@ def figures_repo():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1]
+
+
+# --- rewind points and cells in doubt -------------------------------------------
+
+
+def doubt_table(transposed=False):
+    """Reinit rows with their intervals (n = 1000, final error 0.1), checkpoints 0, 1, 3, 10: unit a
+    rewinds to 3 (its τ = 1 interval, +0.015, reaches above 0.02: the one cell that straddles it),
+    b to 0 (+0.003, narrow), c never (+0.5). With `transposed`, 12 unchanged units more."""
+    from layerprobe.results import tables
+    from layerprobe.results.intervals import with_intervals
+
+    plan = {"a": [(300, 0), (20, 5), (5, 0)], "b": [(3, 0), (0, 0), (0, 0)], "c": [(500, 0)] * 3}
+    if transposed:
+        plan.update({f"u{i}": [(0, 0)] * 3 for i in range(12)})
+    rows = []
+    for unit, counts in {"fullmodel": [(0, 0)] * 3, **plan}.items():
+        for tau, (worse, better) in zip((0, 1, 3, 10), [*counts, (0, 0)]):
+            row = {"probe": "reinit", "unit": unit, "checkpoint": tau, "split": "test", "n": 1000}
+            measured = {"error": (100 + worse - better) / 1000, "worse": worse, "better": better}
+            rows.append(with_intervals({**row, **measured}))
+    run = {"run": "r", "dataset": "d", "model": "m", "seed": 0}
+    return as_csv_table(tables.frame(rows, tables.ROBUSTNESS, run).to_dict("records"), tables.ROBUSTNESS)
+
+
+def test_rewind_marks_find_each_units_rewind_point_and_the_straddling_cells():
+    marks = figures.rewind_marks(doubt_table(), "r", "test", 0.02)
+    assert marks.rewind == {"a": 3, "b": 0}
+    assert marks.straddling == [("a", 1)]
+    looser = figures.rewind_marks(doubt_table(), "r", "test", 0.3)
+    assert looser.rewind["a"] == 1 and ("a", 0) in looser.straddling  # +0.3 straddles a threshold of 0.3
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_heatmap_frames_rewind_points_and_hatches_doubt(transposed):
+    table = doubt_table(transposed)
+    plain = figures.robustness_heatmap(table, "r", "test")
+    marked = figures.robustness_heatmap(table, "r", "test", {"robust_max_increase": 0.02, "critical_fraction": 0.5})
+    added = marked.axes[0].patches[len(plain.axes[0].patches) :]
+    frames = [p for p in added if p.get_hatch() is None]
+    hatched = [p for p in added if p.get_hatch()]
+    assert len(hatched) == 1 and len(frames) == 2 + (12 if transposed else 0)  # the u_i rewind to 0 too
+    # a's τ = 1 cell: row 1 (a, after fullmodel), column 2 (ReRnd, 0, 1); swapped when transposed
+    x, y = hatched[0].get_xy()
+    assert (x, y) == ((0.5, 1.5) if transposed else (1.5, 0.5))

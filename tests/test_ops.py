@@ -178,28 +178,33 @@ def test_probe_noise_is_the_philox_noise():
 
 
 def head_inputs(v, n, c, f, dtype, seed=0):
+    """Random head inputs; the reference predictions equal the labels on about half the inputs, so
+    that the `worse` count (reference right, variant wrong) is far from 0 for any number of classes."""
     g = generator("head", v, n, c, f, seed)
+    labels = torch.randint(0, c, (n,), generator=g)
     return (
         torch.randn(v, n, f, generator=g, dtype=dtype),
         torch.randn(c, f, generator=g, dtype=dtype),
         torch.randn(c, generator=g, dtype=dtype),
-        torch.randint(0, c, (n,), generator=g),
-        torch.randint(0, c, (n,), generator=g),
+        labels,
+        torch.where(torch.rand(n, generator=g) < 0.5, labels, torch.randint(0, c, (n,), generator=g)),
     )
+
+
+COUNTS = (0, 2, 3)  # correct, agree, worse; 1 is the loss
 
 
 def assert_head_equal(actual, expected, dtype, device="cpu"):
     """Counts exactly and the loss to rounding; but float32 on the GPU against the CPU: cuBLAS and
     the CPU's GEMM round logits differently, which can flip a near-tie, so counts within 2 each."""
-    assert actual[0].dtype == actual[2].dtype == torch.int64 and actual[1].dtype == torch.float64
+    assert len(actual) == len(expected) == 4
+    assert all(actual[i].dtype == torch.int64 for i in COUNTS) and actual[1].dtype == torch.float64
     actual = cpu(actual)
     if device != "cpu" and dtype == torch.float32:
-        assert (actual[0] - expected[0]).abs().max(initial=0) <= 2 and (actual[2] - expected[2]).abs().max(
-            initial=0
-        ) <= 2
+        assert all((actual[i] - expected[i]).abs().max(initial=0) <= 2 for i in COUNTS)
         torch.testing.assert_close(actual[1], expected[1], rtol=1e-5, atol=1e-6)
         return
-    assert torch.equal(actual[0], expected[0]) and torch.equal(actual[2], expected[2])
+    assert all(torch.equal(actual[i], expected[i]) for i in COUNTS)
     torch.testing.assert_close(actual[1], expected[1], rtol=1e-9 if dtype == torch.float64 else 1e-6, atol=1e-9)
 
 
@@ -248,6 +253,7 @@ def test_head_eval_breaks_ties_like_argmax(device, dtype):
     tied = (hidden, torch.zeros_like(weight), torch.zeros_like(bias), labels, ref)  # all logits equal
     assert_head_equal(ops.head_eval(*on(device, *tied)), unfused.head_eval_reference(*tied), dtype)  # exactly: all 0
     assert ops.head_eval(*on(device, *tied))[0].tolist() == [int((labels == 0).sum())] * 4  # argmax picks class 0
+    assert ops.head_eval(*on(device, *tied))[3].tolist() == [int(((labels == ref) & (labels != 0)).sum())] * 4
     twins = weight.clone()
     twins[3], twins[5] = twins[1], twins[1]  # classes 1, 3 and 5 tie wherever class 1 wins
     partly = (hidden, twins, torch.zeros_like(bias), labels, ref)

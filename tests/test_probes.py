@@ -11,6 +11,7 @@ from layerprobe.config import validate
 from layerprobe.kinds import reinit
 from layerprobe.models.units import FULLMODEL, inventory
 from layerprobe.probing import compose, reference
+from layerprobe.results.intervals import paired_increase, wilson
 from layerprobe.study import run_columns
 
 from conftest import SCHEMA, model_factory, tiny_run
@@ -112,6 +113,14 @@ def test_reinit_matches_loading_the_unit_by_hand(tables, trained, digits):
             *digits.split("test"),
         )
         assert row["agreement"] == (expected["predictions"] == reference_pred["predictions"]).double().mean().item()
+        # the discordant counts against the final model, and the intervals made from them
+        y = digits.split("test")[1]
+        before, after = reference_pred["predictions"] == y, expected["predictions"] == y
+        assert (row["worse"], row["better"]) == (int((before & ~after).sum()), int((~before & after).sum()))
+        errors, n = int((~after).sum()), len(y)
+        assert (row["error_low"], row["error_high"]) == wilson(errors, n)
+        assert (row["increase_low"], row["increase_high"]) == paired_increase(errors, row["worse"], row["better"], n)
+        assert row["increase_low"] <= row["increase"] == (row["worse"] - row["better"]) / n <= row["increase_high"]
 
 
 def test_fullmodel_rows_are_the_checkpoints_themselves(tables, trained, digits):

@@ -9,6 +9,7 @@ from layerprobe import aggregate
 from layerprobe.kinds import criticality
 from layerprobe.results import tables
 from layerprobe.results.categories import categorize
+from layerprobe.results.intervals import with_intervals
 
 CATEGORY_LIMITS = {"robust_max_increase": 0.02, "critical_fraction": 0.5}
 
@@ -23,33 +24,38 @@ def test_categorize_thresholds():
     assert cat(math.nan) == ""
 
 
-def robustness_rows():
+def counted(row, final_error):
+    """A row with the discordant counts and intervals of a variant whose wrong examples include all
+    the final model's (better = 0), as the engine would give them."""
+    n = row["n"]
+    return with_intervals({**row, "worse": round((row["error"] - final_error) * n), "better": 0})
+
+
+def robustness_rows(n=10_000):
     rows = []
     for unit, errors in {"fullmodel": (0.9, 0.1), "a": (0.6, 0.1), "b": (0.11, 0.1)}.items():
         for epoch, error in zip((0, 10), errors):
             for split in ("test", "train"):
-                rows.append(
-                    {
-                        "probe": "reinit",
-                        "unit": unit,
-                        "checkpoint": epoch,
-                        "split": split,
-                        "error": error if split == "test" else error / 2,
-                        "n": 100,
-                    }
-                )
-        for draw, error in enumerate((0.8, 0.9)):
-            rows.append(
-                {
-                    "probe": "rerandomize",
+                row = {
+                    "probe": "reinit",
                     "unit": unit,
-                    "draw": draw,
-                    "draw_seed": 10 + draw,
-                    "split": "test",
-                    "error": error,
-                    "n": 100,
+                    "checkpoint": epoch,
+                    "split": split,
+                    "error": error if split == "test" else error / 2,
+                    "n": n,
                 }
-            )
+                rows.append(counted(row, 0.1 if split == "test" else 0.05))
+        for draw, error in enumerate((0.8, 0.9)):
+            row = {
+                "probe": "rerandomize",
+                "unit": unit,
+                "draw": draw,
+                "draw_seed": 10 + draw,
+                "split": "test",
+                "error": error,
+                "n": n,
+            }
+            rows.append(counted(row, 0.1))
     return rows
 
 
@@ -94,7 +100,12 @@ def test_summarize_units(tmp_path):
     a, b = units.iloc[0], units.iloc[1]
     assert a["final_test_error"] == 0.1 and a["chance_error"] == pytest.approx(0.9)
     assert a["reinit_test_error"] == 0.6 and a["reinit_train_error"] == 0.3
-    assert a["category"] == "critical" and b["category"] == "robust"
+    assert a["category"] == "critical" and b["category"] == "robust"  # n = 10,000: both intervals are narrow
+    assert a["category_between"] == b["category_between"] == ""
+    assert a["category_point"] == "critical" and b["category_point"] == "robust"
+    assert b["reinit_test_increase"] == pytest.approx(0.01)
+    assert b["reinit_test_increase_low"] < 0.01 < b["reinit_test_increase_high"] < 0.02
+    assert pd.isna(a["rewind_checkpoint"]) and b["rewind_checkpoint"] == 0  # a: no checkpoint before the final one
     assert a["rerandomize_test_error_mean"] == pytest.approx(0.85)
     assert a["rerandomize_test_error_std"] == pytest.approx(pd.Series([0.8, 0.9]).std())
     assert a["category_rerandomize"] == "critical"

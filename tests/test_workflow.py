@@ -73,10 +73,20 @@ def test_tables_are_complete(workflow):
     assert fcn["model"].iloc[0] == "fcn(depth=1,width=16)"
     final = fcn[(fcn.probe == "reinit") & (fcn.checkpoint == 3) & (fcn.split == "test")]
     assert final["error"].nunique() == 1 and (final["agreement"] == 1).all()
+    assert (final["worse"] == 0).all() and (final["better"] == 0).all() and (final["increase"] == 0).all()
+    intervals = ["worse", "better", "increase", "error_low", "error_high", "increase_low", "increase_high"]
+    assert rob[intervals].notna().all().all()  # every row, criticality's subset rows too
+    assert ((rob["error_low"] <= rob["error"]) & (rob["error"] <= rob["error_high"])).all()
+    assert ((rob["increase_low"] <= rob["increase"]) & (rob["increase"] <= rob["increase_high"])).all()
 
     units = tables.read_csv(workflow / "results/tables/units.csv", aggregate.units_columns())
     assert units["unit"].tolist() == ["layer1", "layer2", "stage1.block1", "fc1", "final_linear"]
     assert set(units["category"]) <= set(CATEGORIES)
+    uncertain = units["category"] == "uncertain"
+    assert (units.loc[uncertain, "category_between"].str.contains("/")).all()
+    assert units.loc[~uncertain, "category_between"].isna().all()  # empty in the CSV
+    rewound = units["rewind_checkpoint"].dropna()
+    assert set(rewound) <= {0, 1} and (units["rewind_checkpoint_point"].dropna() <= 1).all()  # before the final 3
     dist = tables.read_csv(workflow / "results/tables/distances.csv", tables.DISTANCES)
     assert len(dist[dist.run == "vgg"]) == 3 * (3 + 2)  # units x (checkpoints + draws)
 

@@ -1,4 +1,4 @@
-"""Classification error, loss and agreement of one forward function on one split."""
+"""Classification error, loss, agreement and discordant counts of one forward function on one split."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def classify(
     reference: torch.Tensor | None = None,
     batch_size: int = 1000,
 ) -> dict:
-    """Error (0-1), mean cross-entropy, agreement with `reference` predictions, and the predictions."""
+    """Error (0-1), mean cross-entropy, agreement with `reference` predictions, the discordant counts
+    against them (`worse`: reference right, prediction wrong; `better`: the reverse), and the predictions.
+    Without a reference, agreement is NaN and the counts are None."""
     predictions, loss_sum = [], 0.0
     for start in range(0, len(x), batch_size):
         logits = forward(x[start : start + batch_size]).double()
@@ -24,10 +26,13 @@ def classify(
         predictions.append(logits.argmax(dim=1))
     pred = torch.cat(predictions)
     n = len(y)
+    paired = reference is not None
     return {
         "error": (pred != y).sum().item() / n,
         "loss": loss_sum / n,
-        "agreement": (pred == reference).sum().item() / n if reference is not None else float("nan"),
+        "agreement": (pred == reference).sum().item() / n if paired else float("nan"),
+        "worse": ((reference == y) & (pred != y)).sum().item() if paired else None,
+        "better": ((reference != y) & (pred == y)).sum().item() if paired else None,
         "n": n,
         "predictions": pred,
     }

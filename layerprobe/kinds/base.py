@@ -84,6 +84,7 @@ class Figure:
     category: str  # the report's category
     label: str  # the report's label of one figure, with the same wildcards, e.g. "{split} error"
     values: Callable[[dict], dict[str, list]] = lambda probes: {}  # each wildcard's values, from `probes`
+    categories: bool = False  # whether `draw` also takes the config's `categories` section (categories=...)
 
 
 @dataclass(frozen=True)

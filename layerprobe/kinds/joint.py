@@ -1,7 +1,8 @@
 """Joint robustness (paper F10): sets of units reset together, to every checkpoint and by every draw.
 
 The sets are the run's `joint_groups`, the `robust` set (every unit that re-initialization left in
-the robust category, so this kind runs after reinit and its job depends on `categories`), and the
+the robust category by its point error, units.csv's `category_point`, so this kind runs after reinit
+and its job depends on `categories`), and the
 cumulative sets, bottom-up ("up to <unit>") and top-down ("from <unit>"). Each set is
 re-randomized with the same draws as the single units, so only when re-randomization is on.
 """
@@ -80,7 +81,10 @@ def _groups(ctx: Context) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _robust_units(ctx: Context) -> tuple[str, ...]:
-    """Units whose re-initialization (τ = 0, test split) leaves them in the `robust` category."""
+    """Units whose re-initialization (τ = 0, test split) leaves them in the `robust` category, judged
+    on the point error (units.csv's `category_point`): the set asks whether the units that each look
+    expendable alone are so together, so a unit whose interval merely reaches past the threshold
+    stays in it (units.csv's `category` calls such a unit uncertain)."""
     test = [r for r in ctx.rows if r["probe"] == "reinit" and r["split"] == "test"]
     if not test:
         raise ValueError(

@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # for annotations only: kinds describe variants at workflow p
     from layerprobe.models.units import Unit
 
 BN_STATS = ("same_source", "trained")
+# What an evaluator measures of a variant on a split: `worse` and `better` are the discordant counts
+# against the unmodified final model on the same examples (it right and the variant wrong; the reverse).
+MEASURES = ("error", "loss", "agreement", "worse", "better", "n")
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def row(variant: Variant, bn_stats: str, split: str, result: Mapping) -> dict:
         **variant.columns(),
         "bn_stats": bn_stats,
         "split": split,
-        **{k: result[k] for k in ("error", "loss", "agreement", "n")},
+        **{k: result[k] for k in MEASURES},
     }
 
 

@@ -4,7 +4,9 @@ Figures:
 
 * ``robustness_heatmap``: classification error after resetting each unit, one row per
   unit (the whole model, "fullmodel", first), one column for a fresh random draw
-  ("ReRnd", averaged over draws) and one per checkpoint the unit was reset to.
+  ("ReRnd", averaged over draws) and one per checkpoint the unit was reset to; given the
+  categories' thresholds, each unit's rewind point framed and the cells whose interval
+  straddles the robust threshold hatched (``rewind_marks``).
 * ``distance_heatmap``: how far each unit's weights moved from initialisation, laid
   out the same way.
 * ``joint_heatmap``: the same heatmap for sets of units reset together (probe "joint").
@@ -36,6 +38,7 @@ from matplotlib.patches import Rectangle
 
 from layerprobe.base.atomic import atomic_path
 from layerprobe.base.names import FULLMODEL
+from layerprobe.results.categories import rewind_point
 
 RERND = "ReRnd"
 # Above this many units the paper puts checkpoints on the rows instead (large nets).
@@ -334,9 +337,56 @@ def _require_unique(rows: pd.DataFrame, keys: list[str], run: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def robustness_heatmap(table: pd.DataFrame, run: str, split: str) -> Figure:
-    """Error after resetting each unit (fixed 0..1 colour range so runs compare)."""
-    return _error_heatmap(heatmap_matrix(table, run, "error", split=split), run, split, "each unit")
+@dataclass(frozen=True)
+class RewindMarks:
+    """Where the robustness heatmap marks doubt and rewind points (cells as (unit, checkpoint))."""
+
+    rewind: dict[str, int]  # unit -> its rewind point (units without one are absent)
+    straddling: list[tuple[str, int]]  # cells whose increase interval straddles the robust threshold
+
+
+def rewind_marks(table: pd.DataFrame, run: str, split: str, robust_max_increase: float) -> RewindMarks:
+    """Each unit's rewind point on `split` (the earliest checkpoint before the final one whose
+    increase interval lies within `robust_max_increase`, as units.csv's `rewind_checkpoint` on the
+    test split) and the checkpoint cells whose interval straddles that threshold."""
+    low = heatmap_matrix(table, run, "increase_low", split=split, kinds=("reinit",)).drop(columns=RERND)
+    high = heatmap_matrix(table, run, "increase_high", split=split, kinds=("reinit",)).drop(columns=RERND)
+    units = [u for u in high.index if u != FULLMODEL]
+    earlier = [c for c in high.columns if c < max(high.columns)] if len(high.columns) else []
+    rewind = {u: rewind_point(((c, high.at[u, c]) for c in earlier), robust_max_increase) for u in units}
+    straddling = [
+        (u, c) for u in units for c in high.columns if low.at[u, c] <= robust_max_increase < high.at[u, c]
+    ]
+    return RewindMarks({u: tau for u, tau in rewind.items() if tau is not None}, straddling)
+
+
+def robustness_heatmap(table: pd.DataFrame, run: str, split: str, categories: dict | None = None) -> Figure:
+    """Error after resetting each unit (fixed 0..1 colour range so runs compare). With `categories`
+    (the config's section), each unit's rewind point is framed and the checkpoint cells whose
+    increase interval straddles `robust_max_increase` are hatched (`rewind_marks`)."""
+    matrix = heatmap_matrix(table, run, "error", split=split)
+    fig = _error_heatmap(matrix, run, split, "each unit")
+    if categories is not None:
+        marks = rewind_marks(table, run, split, categories["robust_max_increase"])
+        _mark_cells(fig.axes[0], matrix, marks)
+    return fig
+
+
+def _mark_cells(ax, matrix: pd.DataFrame, marks: RewindMarks) -> None:
+    """A frame around each rewind point, hatching over each straddling cell (in the drawn layout)."""
+    transposed = should_transpose(matrix)
+    rows, columns = list(matrix.index), list(matrix.columns)
+
+    def corner(unit: str, tau: int) -> tuple[float, float]:
+        i, j = rows.index(unit), columns.index(tau)
+        x, y = (i, j) if transposed else (j, i)
+        return x - 0.5, y - 0.5
+
+    for unit, tau in marks.straddling:
+        ax.add_patch(Rectangle(corner(unit, tau), 1, 1, fill=False, hatch="///", edgecolor="0.6", linewidth=0))
+    for unit, tau in marks.rewind.items():  # inset a little, so frames of neighbouring cells stay apart
+        x, y = corner(unit, tau)
+        ax.add_patch(Rectangle((x + 0.05, y + 0.05), 0.9, 0.9, fill=False, edgecolor="red", linewidth=2))
 
 
 def joint_heatmap(table: pd.DataFrame, run: str, split: str) -> Figure:

@@ -1,6 +1,7 @@
 """The tidy tables: their columns, and CSV output and input that round-trips them exactly.
 
-robustness: one row per run × probe × unit × checkpoint/α/σ/draw × split (empty where n/a).
+robustness: one row per run × probe × unit × checkpoint/α/σ/draw × split (empty where n/a), with
+its discordant counts against the unmodified model and 95% intervals (results.intervals).
 distances: one row per run × unit × checkpoint or draw.
 inventory: one row per run × unit: what the unit holds.
 Aggregation adds tables of its own (layerprobe.aggregate: units.csv, and the probe kinds' tables such
@@ -17,7 +18,8 @@ from layerprobe.results.columns import DISTANCES, INVENTORY, ROBUSTNESS, RUN_COL
 
 __all__ = ["DISTANCES", "INVENTORY", "ROBUSTNESS", "RUN_COLUMNS", "frame", "read_csv", "write_csv"]
 # Integer-valued columns that may be empty: nullable ints keep "3" from becoming "3.0" in CSV.
-_INTEGER = ("seed", "checkpoint", "draw", "draw_seed", "n", "index", "n_params", "num_classes", "samples")
+_INTEGER = ("seed", "checkpoint", "draw", "draw_seed", "n", "worse", "better", "index", "n_params", "num_classes",
+            "samples", "rewind_checkpoint", "rewind_checkpoint_point")
 
 
 def frame(rows: list[dict], columns: list[str], run: dict | None = None) -> pd.DataFrame:

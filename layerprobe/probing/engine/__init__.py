@@ -11,10 +11,11 @@ of K small ones. Linear and conv layers are linear in their weights, so an α gr
     W(α)·a + b(α) = z_start + α·(z_final − z_start).
 A conv's K outputs stay side by side (K·C channels) through the batch norm, ReLU and pooling after
 it, one call each. A batch's logits go into one block, reduced to correct / loss / agreement counts
-in one pass and dropped; the counts stay on the device until the end (tally.py). `Plan` sizes the
-batches, chunks and slices so the working set stays within `memory_budget` bytes; a chunk holds
-the prepared entries of its reset units only, so K copies of a whole model arise only for
-whole-model variants, and then only as many as the budget allows.
+and the discordant count against the final model in one pass and dropped; the counts stay on the
+device until the end (tally.py). `Plan` sizes the batches, chunks and slices so the working set
+stays within `memory_budget` bytes; a chunk holds the prepared entries of its reset units only,
+so K copies of a whole model arise only for whole-model variants, and then only as many as the
+budget allows.
 
 With `ops` (the compiled operators of csrc/, layerprobe.probing.ops), three steps of the chain path run
 fused: the head (a shared last Linear: logits reduced tile by tile to the counts, never all K·B·C

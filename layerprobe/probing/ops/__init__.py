@@ -4,7 +4,8 @@ The compiled library registers three operators under torch.ops.layerprobe (CPU k
 CUDA kernels when it was built against a CUDA build of torch):
 
   head_eval(hidden (V, N, F), weight (C, F), bias (C)?, labels (N), reference (N))
-      → correct (V) int64, loss (V) float64 (summed cross-entropy), agree (V) int64
+      → correct (V) int64, loss (V) float64 (summed cross-entropy), agree (V) int64,
+        worse (V) int64 (inputs the reference predicts right and the variant wrong)
   interp_unit(x (B, I), weight0, bias0?, weight1, bias1?, alphas (K), activation "none" | "relu")
       → (K, B, O): act(x W0ᵀ + b0 + α_k ((x W1ᵀ + b1) − (x W0ᵀ + b0)))
   noisy_unit(x (B, I), weight (O, I), bias (O)?, sigmas (K), seeds (K) int64, stream)
@@ -123,6 +124,7 @@ def register_fakes() -> None:
         return (
             hidden.new_empty(v, dtype=torch.int64),
             hidden.new_empty(v, dtype=torch.float64),
+            hidden.new_empty(v, dtype=torch.int64),
             hidden.new_empty(v, dtype=torch.int64),
         )
 

@@ -13,7 +13,8 @@ from layerprobe.probing.noise import normal_noise
 
 
 def head_eval_reference(hidden, weight, bias, labels, reference):
-    """Logits of all V × N rows at once, then argmax, cross-entropy (float64) and the counts."""
+    """Logits of all V × N rows at once, then argmax, cross-entropy (float64) and the counts: correct,
+    loss, agreement with `reference`, and worse (the reference right, the variant wrong)."""
     classes = weight.shape[0]
     if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < classes):
         raise ValueError(
@@ -26,7 +27,8 @@ def head_eval_reference(hidden, weight, bias, labels, reference):
     loss = (
         F.cross_entropy(logits.reshape(v * n, classes).double(), labels.repeat(v), reduction="none").view(v, n).sum(1)
     )
-    return (pred == labels).sum(1), loss, (pred == reference).sum(1)
+    hit = pred == labels
+    return hit.sum(1), loss, (pred == reference).sum(1), (~hit & (reference == labels)).sum(1)
 
 
 def interp_unit_reference(x, weight0, bias0, weight1, bias1, alphas, activation="none"):
