@@ -21,7 +21,7 @@ from layerprobe.base.device import resolve_device
 from layerprobe.models.units import inventory, skipped
 from layerprobe.probing import ops as lp_ops
 from layerprobe.results import tables
-from layerprobe.validation.inputs import InputError
+from layerprobe.validation import inputs
 
 Data = Mapping[str, tuple[torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]
 
@@ -89,9 +89,10 @@ def probe(
     split, checkpoint or tensor that does not fit, and what was expected.
     """
     factory = model if not isinstance(model, nn.Module) else _redrawing(model)
-    if not isinstance(data, tuple | Mapping) or not data:
-        raise InputError("data: no splits given; expected {split name: (inputs, labels)} or one (inputs, labels) pair")
-    data = {"test": data} if isinstance(data, tuple) else dict(data)
+    data = {"test": data} if isinstance(data, tuple) else data
+    if not isinstance(data, Mapping) or not data:
+        inputs.check_splits(data)  # names what is wrong (the split defaults below need a split)
+    data = dict(data)
     settings = config.section("probes", _for_data(probes or {}, data))
     run = {"run": name, "dataset": "", "model": type(factory()).__name__, "seed": seed}
     results = study.probe_run(

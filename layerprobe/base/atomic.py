@@ -42,29 +42,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def temporary_name(name: str) -> re.Pattern:
-    """What tempfile.mkstemp/mkdtemp name a temporary of `name` here: `.{name}.` + 8 random characters +
-    `.tmp` and the target's suffix (a pattern matching no other file, so nothing else is ever removed)."""
-    return re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp(\.[^.]*)?")
+def _temporaries(name: str = ".+") -> re.Pattern:
+    """How tempfile.mkstemp/mkdtemp name a temporary of `name` (a regex; default: of any file) here:
+    `.{name}.` + 8 random characters + `.tmp` and the target's suffix, matching no other file."""
+    return re.compile(rf"\.{name}\.[A-Za-z0-9_]{{8}}\.tmp(\.[^.]*)?")
+
+
+def _matching(folder: Path, pattern: re.Pattern) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
 
 
 def stale(target: str | os.PathLike) -> list[Path]:
     """The temporaries earlier writes of `target` left (files or folders, sorted)."""
     target = Path(target)
-    if not target.parent.is_dir():
-        return []
-    pattern = temporary_name(target.name)
-    return sorted(p for p in target.parent.iterdir() if pattern.fullmatch(p.name))
+    return _matching(target.parent, _temporaries(re.escape(target.name)))
 
 
 def sweep(folder: str | os.PathLike) -> list[Path]:
     """Remove every temporary an interrupted write left in `folder` (not below it); returns them. Only
     for a folder that one step writes alone: another job's write in progress would lose its file."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    pattern = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]*)?")
-    return remove(sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)))
+    return remove(_matching(Path(folder), _temporaries()))
 
 
 def remove(paths: list[Path]) -> list[Path]:

@@ -64,9 +64,11 @@ def check_checkpoints(model: nn.Module, checkpoints: Mapping, allow_nonfinite: b
         missing = [k for k in expected if k not in state]
         unexpected = [k for k in state if k not in expected]
         if missing or unexpected:
-            parts = [f"missing {_names(missing)}"] * bool(missing) + [f"not in the model {_names(unexpected)}"] * bool(
-                unexpected
-            )
+            parts = [
+                f"{what} {_names(keys)}"
+                for what, keys in (("missing", missing), ("not in the model", unexpected))
+                if keys
+            ]
             raise InputError(f"{where}: entries do not match {type(model).__name__}'s state dict: {'; '.join(parts)}")
         for name, want in expected.items():
             got = state[name]
