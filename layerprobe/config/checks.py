@@ -10,7 +10,7 @@ from pathlib import Path
 
 from layerprobe.config import datasets, recipes
 from layerprobe.config.schema import SCHEMA, ConfigError, coerce_strings, load_schema, probe_kinds, problems
-from layerprobe.config.values import checkpoint_epochs
+from layerprobe.config.values import checkpoint_epochs, sigma_search_problems
 
 SPLITS = ("test", "train")  # the splits of every dataset the workflow prepares
 
@@ -45,6 +45,8 @@ def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
     unknown = [s for s in [*probes["splits"], probes["criticality"]["split"]] if s not in SPLITS]
     if unknown:
         messages.append(f"probes: unknown split(s) {unknown}; the datasets have {list(SPLITS)}")
+    if probes["criticality"]["enabled"]:
+        messages += sigma_search_problems(probes["criticality"])
     joint = probes["joint"]
     if joint["enabled"] and joint["robust"] and not (probes["reinit"]["enabled"] and "test" in probes["splits"]):
         messages.append(

@@ -13,13 +13,14 @@ from __future__ import annotations
 import importlib
 
 from layerprobe.config.schema import load_schema, probe_kinds
-from layerprobe.kinds.base import Context, Figure, ProbeKind, Subset, Summary, Table
+from layerprobe.kinds.base import Context, Figure, ProbeKind, Refine, Subset, Summary, Table
 
 __all__ = [
     "DISTANCE_FIGURE",
     "Context",
     "Figure",
     "ProbeKind",
+    "Refine",
     "Subset",
     "Summary",
     "Table",
