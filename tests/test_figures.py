@@ -454,9 +454,24 @@ def refined_rows(run="mlp_s0"):
         for a in GRID_ALPHAS:
             sigma = REFINED_SIGMA.get((unit, a), np.nan)
             score = a * a * DISTANCE_SQ[unit] / sigma**2
-            own.append(dict(run=run, unit=unit, alpha=a, split="train", n=100, samples=4, measure="loss",
-                            threshold=0.12, evaluated=6, sigma=sigma, feasible=not np.isnan(sigma),
-                            distance_sq=DISTANCE_SQ[unit], score=score, chosen=False))
+            own.append(
+                dict(
+                    run=run,
+                    unit=unit,
+                    alpha=a,
+                    split="train",
+                    n=100,
+                    samples=4,
+                    measure="loss",
+                    threshold=0.12,
+                    evaluated=6,
+                    sigma=sigma,
+                    feasible=not np.isnan(sigma),
+                    distance_sq=DISTANCE_SQ[unit],
+                    score=score,
+                    chosen=False,
+                )
+            )
         scores = [r["score"] for r in own]
         if not all(np.isnan(scores)):
             own[int(np.nanargmin(scores))]["chosen"] = True
