@@ -73,7 +73,7 @@ def chain_batch(
         for chunk_ids in plan.groups.get(u.index, []):
             chunk = [variants[i] for i in chunk_ids]
             skip = fused_weight(u, modules[u.name]) if plan.ops and chunk[0].alpha is not None else ()
-            noise = [compose.noise(v, units, final, skip) for v in chunk] if chunk[0].noisy else None
+            noise = compose.chunk_noise(chunk, units, final, skip) if chunk[0].noisy else None
             first = first_unit(u, modules[u.name], unit_state[u.name], chunk, final, sources, bn_stats, noise, plan.ops)
             later = [
                 (

@@ -33,7 +33,7 @@ def general_batch(
     for chunks in plan.groups.values():
         for chunk_ids in chunks:
             chunk = [variants[i] for i in chunk_ids]
-            noise = [compose.noise(v, units, final) for v in chunk] if chunk[0].noisy else None
+            noise = compose.chunk_noise(chunk, units, final) if chunk[0].noisy else None
             stacked = {}
             for u in units:
                 if u.name in chunk[0].units:
