@@ -3,7 +3,9 @@
 Kinds are evaluated in stages: first those that need no other kind's rows, then those that do (the
 joint probe's robust set comes from the re-initialization rows). Within a stage, the variants of
 every kind that evaluates on the same data go to the engine in one call, so they share its batches
-(layerprobe.shards: `stages`, `calls`). A shard of the run evaluates a part of those calls.
+(layerprobe.shards: `stages`, `calls`). A kind with a search (`ProbeKind.refine`, criticality's σ
+search) runs it after its call, round after round, one engine call a round. A shard of the run
+evaluates a part of those calls, and the searches of its own units.
 """
 
 from __future__ import annotations
@@ -155,7 +157,15 @@ def probe_run(
     }
 
 
-def _search(searching, ctx, rows, shard, on_data, evaluate, place) -> list[dict]:
+def _search(
+    searching: list[tuple[kinds.ProbeKind, list]],
+    ctx: kinds.Context,
+    rows: list[dict],
+    shard: dict | None,
+    on_data: Splits,
+    evaluate: Callable[[list, Splits], list[dict]],
+    place: Callable[[list[dict], Splits, list[tuple[int, int]], int], None],
+) -> list[dict]:
     """The searches (ProbeKind.refine) of one call's kinds, round after round, each round one engine call;
     returns their rows. A row's place in the unsharded table is its round, its unit's position and its
     index among that unit's variants of the round: the same in a shard, which holds whole units."""
