@@ -115,7 +115,7 @@ def probe_run(
     rows: list[dict] = list(earlier or [])  # what the kinds of later stages read
     placed: list[dict] = []  # shard rows: each with its place in the unsharded table (shards.ORDER)
 
-    def evaluate(variants: list, on_data: Splits) -> list[dict]:
+    def evaluate(variants: list, on_data: Splits, noise: dict | None = None) -> list[dict]:
         return engine.evaluate(
             model,
             units,
@@ -128,6 +128,7 @@ def probe_run(
             memory_budget=memory_budget,
             progress=f"probe {run['run']}" if progress else None,
             ops=ops,
+            noise=noise,
         )
 
     def place(evaluated: list[dict], on_data: Splits, places: list[tuple[int, int]], round_: int) -> None:
@@ -148,7 +149,8 @@ def probe_run(
                 place(evaluated, on_data, [(0, i) for _, i in chosen], 0)
             searching = [(kind, vs) for kind, vs in members if kind.refine]
             if searching:
-                rows += _search(searching, kinds.Context(**context, rows=rows), rows, shard, on_data, evaluate, place)
+                ctx = kinds.Context(**context, rows=rows)
+                rows += _search(searching, ctx, rows, shard, on_data, evaluate, place, memory_budget // 4)
     if shard:
         return {"robustness": tables.frame(placed, shards.ORDER + tables.ROBUSTNESS, run)}
     return {
@@ -165,10 +167,14 @@ def _search(
     on_data: Splits,
     evaluate: Callable[[list, Splits], list[dict]],
     place: Callable[[list[dict], Splits, list[tuple[int, int]], int], None],
+    noise_budget: int,
 ) -> list[dict]:
     """The searches (ProbeKind.refine) of one call's kinds, round after round, each round one engine call;
     returns their rows. A row's place in the unsharded table is its round, its unit's position and its
-    index among that unit's variants of the round: the same in a shard, which holds whole units."""
+    index among that unit's variants of the round: the same in a shard, which holds whole units.
+
+    The rounds reuse their noise seeds (criticality: one per unit, α and sample), so the noise the first
+    round draws is kept for the others when it fits `noise_budget` bytes (later rounds are subsets)."""
     position = {u.name: u.index for u in ctx.units}
     own = {kind.name: [r for r in rows if r["probe"] == kind.name] for kind, _ in searching}
     if shard:  # the kinds' whole-model rows (a baseline) that another shard of the kind evaluates
@@ -177,7 +183,7 @@ def _search(
             evaluated = evaluate([v for _, v in missing], on_data)
             for (kind, _), r in zip([m for m in missing for _ in on_data], evaluated, strict=True):
                 own[kind.name].append(r)
-    out = []
+    out, drawn = [], None
     for round_ in itertools.count(1):
         new = []
         for kind, _ in searching:
@@ -185,7 +191,9 @@ def _search(
             new += [(kind, v) for v in sorted(found, key=lambda v: min(position[u] for u in v.units))]
         if not new:
             return out
-        evaluated = evaluate([v for _, v in new], on_data)
+        if round_ == 1:
+            drawn = {} if _noise_bytes([v for _, v in new], ctx.units) <= noise_budget else None
+        evaluated = evaluate([v for _, v in new], on_data, drawn)
         counts: dict[tuple[str, int], int] = {}
         places = []
         for kind, v in new:
@@ -196,6 +204,13 @@ def _search(
         for (kind, _), r in zip([n for n in new for _ in on_data], evaluated, strict=True):
             own[kind.name].append(r)
         out += evaluated
+
+
+def _noise_bytes(variants: list, units: list) -> int:
+    """An upper bound on the bytes of the noise of `variants`, one draw per seed (float64 entries)."""
+    size = {u.name: u.n_params for u in units}
+    draws = {(v.seed, v.units) for v in variants if v.noisy}
+    return sum(8 * size[name] for _, names in draws for name in names)
 
 
 def unit_tables(

@@ -241,6 +241,21 @@ def test_a_chunk_draws_the_noise_of_each_seed_once():
         assert list(noise) == list(own) and all(torch.equal(noise[k], own[k]) for k in own)
 
 
+@pytest.mark.parametrize("name", ["fcn", "vgg_bn"])
+def test_noise_kept_for_later_calls_gives_the_same_rows(name):
+    """The σ search's rounds pass one `noise` dict to every call: its draws serve calls that reuse seeds."""
+    model, units, checkpoints, source, splits = setting(name)
+    seeds = {(u.name, i, k): derive_seed("kept", u.name, i, k) for u in units for i in range(2) for k in range(2)}
+    first, second = (criticality.describe(units, [0.0, 0.6], [s], seeds)[1:] for s in (0.05, 0.3))
+    fresh = [engine.evaluate(model, units, vs, checkpoints[5], source, splits, "same_source") for vs in (first, second)]
+    drawn = {}
+    kept = [
+        engine.evaluate(model, units, vs, checkpoints[5], source, splits, "same_source", noise=drawn)
+        for vs in (first, second)
+    ]
+    assert kept == fresh and len(drawn) == len(seeds)  # one draw per seed, made by the first call
+
+
 def test_probe_kinds_agree_where_they_coincide():
     """α = 0 is the reset to θ⁰, α = 1 the trained model; a one-unit joint set is that unit's reset."""
     model, units, checkpoints, source, splits = setting("vgg_bn")
