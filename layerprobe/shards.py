@@ -29,7 +29,10 @@ from layerprobe.config import datasets as declared
 from layerprobe.config.shapes import UnitShape
 from layerprobe.probing.variants import Variant, batch_key
 
-ORDER = ["variant", "split_index"]  # a shard row's place among its kind's rows (see merge)
+# A shard row's place among its kind's rows (see merge): round 0 holds the kind's variants, by their index
+# among them (unit_index 0); round r ≥ 1 a search round's (ProbeKind.refine), by their unit's position and
+# their index among that unit's variants of the round.
+ORDER = ["round", "unit_index", "variant", "split_index"]
 H200_MACS_PER_S = 33.5e12  # float32 multiply-adds per second of one H200 (67 TFLOP/s): for estimates only
 
 
@@ -123,7 +126,8 @@ def reads(shard: Shard, plan_: list[Shard]) -> list[Shard]:
 
 def merge(parts: list, probes: dict, columns: list[str]):
     """A run's robustness table from its shards' rows (DataFrames with the ORDER columns), in the
-    unsharded order: kinds by stage, call and place in the call (from `probes`), then ORDER."""
+    unsharded order: kinds by stage, call and place in the call (from `probes`), their search rounds
+    after the call, then ORDER."""
     import pandas as pd  # here: the Snakefile imports this module without pandas
 
     from layerprobe.results.tables import frame
@@ -131,13 +135,16 @@ def merge(parts: list, probes: dict, columns: list[str]):
     place = {}
     for s, stage in enumerate(stages(kinds.enabled(probes))):
         for c, members in enumerate(calls([(k, []) for k in stage]).values()):
-            place.update({kind.name: (s, c, m) for m, (kind, _) in enumerate(members)})
+            for m, (kind, _) in enumerate(members):
+                place.update({probe: (s, c, m) for probe in [kind.name, *([kind.refine.probe] if kind.refine else [])]})
     rows = pd.concat(parts, ignore_index=True)
     unknown = sorted(set(rows["probe"]) - set(place))
     if unknown:
         raise ValueError(f"shard rows of probe kind(s) {unknown}, which the probe settings do not enable")
     key = pd.DataFrame(rows["probe"].map(place).tolist(), columns=["stage", "call", "member"], index=rows.index)
-    rows = pd.concat([key, rows], axis=1).sort_values(["stage", "call", "member", *ORDER], kind="stable")
+    # A call's searches run after it, round by round, each round every kind in the call's order.
+    order = ["stage", "call", "round", "member", "unit_index", "variant", "split_index"]
+    rows = pd.concat([key, rows], axis=1).sort_values(order, kind="stable")
     return frame(rows.to_dict("records"), columns)
 
 

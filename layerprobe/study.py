@@ -3,11 +3,14 @@
 Kinds are evaluated in stages: first those that need no other kind's rows, then those that do (the
 joint probe's robust set comes from the re-initialization rows). Within a stage, the variants of
 every kind that evaluates on the same data go to the engine in one call, so they share its batches
-(layerprobe.shards: `stages`, `calls`). A shard of the run evaluates a part of those calls.
+(layerprobe.shards: `stages`, `calls`). A kind with a search (`ProbeKind.refine`, criticality's σ
+search) runs it after its call, round after round, one engine call a round. A shard of the run
+evaluates a part of those calls, and the searches of its own units.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pandas as pd
@@ -117,39 +120,110 @@ def probe_run(
     probed = {s: (prepare(x), y) for s, (x, y) in probed.items()}
 
     rows: list[dict] = list(earlier or [])  # what the kinds of later stages read
-    placed: list[dict] = []  # shard rows: each with its place among its kind's rows (shards.ORDER)
+    placed: list[dict] = []  # shard rows: each with its place in the unsharded table (shards.ORDER)
+
+    def evaluate(variants: list, on_data: Splits, noise: dict | None = None) -> list[dict]:
+        return engine.evaluate(
+            model,
+            units,
+            variants,
+            final,
+            source,
+            on_data,
+            settings["bn_stats"],
+            device=device,
+            memory_budget=memory_budget,
+            progress=f"probe {run['run']}" if progress else None,
+            ops=ops,
+            noise=noise,
+        )
+
+    def place(evaluated: list[dict], on_data: Splits, places: list[tuple[int, int]], round_: int) -> None:
+        split_index = {name: j for j, name in enumerate(on_data)}
+        placed.extend(
+            {
+                "round": round_,
+                "unit_index": unit,
+                "variant": variant,
+                "split_index": split_index[r["split"]],
+                **with_intervals(r),
+            }
+            for r, (unit, variant) in zip(evaluated, [p for p in places for _ in on_data], strict=True)
+        )
+
     for stage in shards.stages([k for k in active if k.name in wanted]):
         described = [(kind, kind.variants(kinds.Context(**context, rows=rows))) for kind in stage]
         for on, members in shards.calls(described).items():
-            chosen = [(v, i) for _, vs in members for i, v in enumerate(vs) if not shard or shards.selects(shard, v)]
-            if not chosen:
-                continue
             on_data = probed if on is None else data[on]
-            evaluated = engine.evaluate(
-                model,
-                units,
-                [v for v, _ in chosen],
-                final,
-                source,
-                on_data,
-                settings["bn_stats"],
-                device=device,
-                memory_budget=memory_budget,
-                progress=f"probe {run['run']}" if progress else None,
-                ops=ops,
-            )
-            rows += evaluated
-            split_index = {name: j for j, name in enumerate(on_data)}
-            placed += [
-                {"variant": chosen[n // len(on_data)][1], "split_index": split_index[r["split"]], **with_intervals(r)}
-                for n, r in enumerate(evaluated)
-            ]
+            chosen = [(v, i) for _, vs in members for i, v in enumerate(vs) if not shard or shards.selects(shard, v)]
+            if chosen:
+                evaluated = evaluate([v for v, _ in chosen], on_data)
+                rows += evaluated
+                place(evaluated, on_data, [(0, i) for _, i in chosen], 0)
+            searching = [(kind, vs) for kind, vs in members if kind.refine]
+            if searching:
+                ctx = kinds.Context(**context, rows=rows)
+                rows += _search(searching, ctx, rows, shard, on_data, evaluate, place, memory_budget // 4)
     if shard:
         return {"robustness": tables.frame(placed, shards.ORDER + tables.ROBUSTNESS, run)}
     return {
         "robustness": tables.frame(placed, tables.ROBUSTNESS, run),
         **unit_tables(units, checkpoints, drawn, run, num_classes),
     }
+
+
+def _search(
+    searching: list[tuple[kinds.ProbeKind, list]],
+    ctx: kinds.Context,
+    rows: list[dict],
+    shard: dict | None,
+    on_data: Splits,
+    evaluate: Callable[[list, Splits], list[dict]],
+    place: Callable[[list[dict], Splits, list[tuple[int, int]], int], None],
+    noise_budget: int,
+) -> list[dict]:
+    """The searches (ProbeKind.refine) of one call's kinds, round after round, each round one engine call;
+    returns their rows. A row's place in the unsharded table is its round, its unit's position and its
+    index among that unit's variants of the round: the same in a shard, which holds whole units.
+
+    The rounds reuse their noise seeds (criticality: one per unit, α and sample), so the noise the first
+    round draws is kept for the others when it fits `noise_budget` bytes (later rounds are subsets)."""
+    position = {u.name: u.index for u in ctx.units}
+    own = {kind.name: [r for r in rows if r["probe"] == kind.name] for kind, _ in searching}
+    if shard:  # the kinds' whole-model rows (a baseline) that another shard of the kind evaluates
+        missing = [(kind, v) for kind, vs in searching for v in vs if v.whole and not shards.selects(shard, v)]
+        if missing:
+            evaluated = evaluate([v for _, v in missing], on_data)
+            for (kind, _), r in zip([m for m in missing for _ in on_data], evaluated, strict=True):
+                own[kind.name].append(r)
+    out, drawn = [], None
+    for round_ in itertools.count(1):
+        new = []
+        for kind, _ in searching:
+            found = kind.refine.step(ctx, own[kind.name]) or []
+            new += [(kind, v) for v in sorted(found, key=lambda v: min(position[u] for u in v.units))]
+        if not new:
+            return out
+        if round_ == 1:
+            drawn = {} if _noise_bytes([v for _, v in new], ctx.units) <= noise_budget else None
+        evaluated = evaluate([v for _, v in new], on_data, drawn)
+        counts: dict[tuple[str, int], int] = {}
+        places = []
+        for kind, v in new:
+            unit = min(position[u] for u in v.units)
+            places.append((unit, counts.setdefault((kind.name, unit), 0)))
+            counts[(kind.name, unit)] += 1
+        place(evaluated, on_data, places, round_)
+        for (kind, _), r in zip([n for n in new for _ in on_data], evaluated, strict=True):
+            own[kind.name].append(r)
+        out += evaluated
+
+
+def _noise_bytes(variants: list, units: list) -> int:
+    """An upper bound on the bytes of the noise of `variants`, one draw per seed (float64 entries)."""
+    size = {u.name: u.n_params for u in units}
+    draws = {(v.seed, v.units) for v in variants if v.noisy}
+    return sum(8 * size[name] for _, names in draws for name in names)
 
 
 def unit_tables(

@@ -1,4 +1,4 @@
-"""Rules `{figure}_figure`: one run's figure, drawn from one aggregated table (snakemake object in scope)."""
+"""Rules `{figure}_figure`: one run's figure, drawn from aggregated tables (snakemake object in scope)."""
 
 import sys
 
@@ -8,9 +8,14 @@ from layerprobe import aggregate, kinds
 from layerprobe.results import figures, tables
 
 figure = kinds.figure(snakemake.params.figure)
-table = tables.read_csv(snakemake.input[0], aggregate.columns_of(figure.table))
+table, *more = [
+    tables.read_csv(path, aggregate.columns_of(name))
+    for path, name in zip(snakemake.input, (figure.table, *figure.more), strict=True)
+]
 wildcards = {key: value for key, value in snakemake.wildcards.items() if key != "run"}
 options = {"categories": snakemake.params.categories} if figure.categories else {}
 figures.save_figure(
-    figure.draw(table, snakemake.wildcards.run, **wildcards, **options), snakemake.output.png, snakemake.output.pdf
+    figure.draw(table, snakemake.wildcards.run, *more, **wildcards, **options),
+    snakemake.output.png,
+    snakemake.output.pdf,
 )

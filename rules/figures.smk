@@ -9,7 +9,7 @@ for fig in layerprobe.kinds.figures():
             f"{fig.rule}_figure"
         localrule: True
         input:
-            f"results/tables/{fig.table}.csv",
+            [f"results/tables/{name}.csv" for name in (fig.table, *fig.more)],
         output:
             png=report(
                 f"results/figures/{{run}}/{fig.pattern}.png",

@@ -69,7 +69,7 @@ def test_probe_returns_the_robustness_table_and_is_deterministic():
     )
     assert list(table.columns) == tables.ROBUSTNESS
     assert set(table["split"]) == {"test", "val"}
-    assert set(table["probe"]) == {"reinit", "rerandomize", "interpolate", "criticality", "joint"}
+    assert set(table["probe"]) == {"reinit", "rerandomize", "interpolate", "criticality", "criticality_search", "joint"}
     final = table[(table.probe == "reinit") & (table.checkpoint == 2)]
     assert (final["agreement"] == 1).all() and final.groupby("split")["error"].nunique().eq(1).all()
     again = layerprobe.probe(
@@ -96,6 +96,8 @@ def test_probe_rejects_bad_settings_and_checkpoints():
     model, checkpoints, x, y = small_problem()
     with pytest.raises(ConfigError, match="interpolate.alphas"):
         layerprobe.probe(model, checkpoints, (x, y), {"interpolate": {"alphas": [2.0]}})
+    with pytest.raises(ValueError, match=r"probes.criticality.sigmas: \[2.0\] lie outside the σ search's"):
+        layerprobe.probe(model, checkpoints, (x, y), {"criticality": {"sigmas": [0.5, 2.0]}})
     with pytest.raises(ValueError, match="epoch 0 \\(the initialization\\) is required"):
         layerprobe.probe(model, {1: checkpoints[1], 2: checkpoints[2]}, (x, y), FAST)
     with pytest.raises(ValueError, match="joint_groups.pair: unknown unit"):

@@ -82,12 +82,31 @@ def test_all_probes_disabled_is_an_error(raw_config):
     assert "every probe is disabled" in error_of(raw_config)
 
 
+def search_of(probes: dict) -> dict:
+    return probes["criticality"].setdefault("search", {})
+
+
 @pytest.mark.parametrize(
     "edit, expected",
     [
         (lambda p: p["interpolate"].update(alphas=[0.0, 1.5]), ["probes.interpolate.alphas", "1.5"]),
         (lambda p: p["criticality"].update(sigmas=[0.0, 0.1]), ["probes.criticality.sigmas", "0.0"]),
         (lambda p: p["criticality"]["feasibility"].update(tolerance="percent"), ["feasibility.tolerance", "percent"]),
+        (lambda p: search_of(p).update(tolerance=0), ["probes.criticality.search.tolerance", "0"]),
+        (lambda p: search_of(p).update(steps=8), ["probes.criticality.search", "'steps'"]),
+        (lambda p: search_of(p).update(floor=-1e-3), ["probes.criticality.search.floor", "-0.001"]),
+        (
+            lambda p: search_of(p).update(floor=0.5, ceiling=0.5),
+            ["probes.criticality.search.floor: 0.5 must lie below probes.criticality.search.ceiling (0.5)"],
+        ),
+        (
+            lambda p: p["criticality"].update(sigmas=4, search={"ceiling": 0.6}),
+            ["probes.criticality.sigmas: [0.75, 1.0] lie outside the σ search's [floor, ceiling] = [0.0001, 0.6]"],
+        ),
+        (
+            lambda p: p["criticality"].update(sigmas=[1e-5, 0.1]),
+            ["probes.criticality.sigmas: [1e-05]", "[floor, ceiling] = [0.0001, 1.0]"],
+        ),
         (lambda p: p.update(splits=["test", "valid"]), ["unknown split", "valid"]),
         (lambda p: p["joint"].update(checkpoints=[0, 7]), ["probes.joint.checkpoints", "[7]"]),
         (lambda p: p["reinit"].update(enabled=False), ["probes.joint.robust", "probes.reinit"]),

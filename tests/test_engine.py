@@ -105,13 +105,7 @@ def setting(name, dtype=torch.float64):
 
 def every_probe(units):
     names = [u.name for u in units]
-    seeds = {
-        (u.name, i, j, k): derive_seed("noise", u.name, i, j, k)
-        for u in units
-        for i in range(2)
-        for j in range(2)
-        for k in range(2)
-    }
+    seeds = {(u.name, i, k): derive_seed("noise", u.name, i, k) for u in units for i in range(2) for k in range(2)}
     return (
         reinit.describe(units, [0, 1, 5])
         + rerandomize.describe(units, [7, 8])
@@ -246,6 +240,36 @@ def test_noise_is_seeded_and_fresh():
     assert all(torch.equal(first[k], again[k]) and not torch.equal(first[k], other[k]) for k in first)
     flat = torch.cat([v.flatten() for v in first.values()]).float()
     assert abs(flat.mean()) < 0.05 and abs(flat.std() - 1) < 0.05
+
+
+def test_a_chunk_draws_the_noise_of_each_seed_once():
+    """Criticality variants of one seed (a unit, α and sample at several σ) share E: drawn once, equal to
+    each variant's own draw."""
+    _, units, checkpoints, _, _ = setting("fcn")
+    chunk = [
+        Variant("criticality", "layer2", ("layer2",), ("checkpoint", 0), seed, 0.5, sigma, 0)
+        for seed, sigma in ((11, 0.1), (11, 0.3), (12, 0.1))
+    ]
+    drawn = compose.chunk_noise(chunk, units, checkpoints[5])
+    assert drawn[0] is drawn[1] and drawn[0] is not drawn[2]
+    for variant, noise in zip(chunk, drawn):
+        own = compose.noise(variant, units, checkpoints[5])
+        assert list(noise) == list(own) and all(torch.equal(noise[k], own[k]) for k in own)
+
+
+@pytest.mark.parametrize("name", ["fcn", "vgg_bn"])
+def test_noise_kept_for_later_calls_gives_the_same_rows(name):
+    """The σ search's rounds pass one `noise` dict to every call: its draws serve calls that reuse seeds."""
+    model, units, checkpoints, source, splits = setting(name)
+    seeds = {(u.name, i, k): derive_seed("kept", u.name, i, k) for u in units for i in range(2) for k in range(2)}
+    first, second = (criticality.describe(units, [0.0, 0.6], [s], seeds)[1:] for s in (0.05, 0.3))
+    fresh = [engine.evaluate(model, units, vs, checkpoints[5], source, splits, "same_source") for vs in (first, second)]
+    drawn = {}
+    kept = [
+        engine.evaluate(model, units, vs, checkpoints[5], source, splits, "same_source", noise=drawn)
+        for vs in (first, second)
+    ]
+    assert kept == fresh and len(drawn) == len(seeds)  # one draw per seed, made by the first call
 
 
 def test_probe_kinds_agree_where_they_coincide():

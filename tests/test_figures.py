@@ -450,6 +450,50 @@ def criticality():
     return as_csv_table(criticality_rows() + criticality_rows(run="other_run"), CRITICALITY_COLUMNS)
 
 
+# The refined search on the same units: layer1's σ*(α) lies between the grid's 0.1 and 1 for α ≥ 0.5,
+# layer2 is feasible up to the search's ceiling, final_linear nowhere.
+REFINED_SIGMA = {("layer1", 0.5): 0.2, ("layer1", 1.0): 0.25, **{("layer2", a): 1.0 for a in GRID_ALPHAS}}
+
+
+def refined_rows(run="mlp_s0"):
+    rows = []
+    for unit in UNITS:
+        own = []
+        for a in GRID_ALPHAS:
+            sigma = REFINED_SIGMA.get((unit, a), np.nan)
+            score = a * a * DISTANCE_SQ[unit] / sigma**2
+            own.append(
+                dict(
+                    run=run,
+                    unit=unit,
+                    alpha=a,
+                    split="train",
+                    n=100,
+                    samples=4,
+                    measure="loss",
+                    threshold=0.12,
+                    evaluated=6,
+                    sigma=sigma,
+                    feasible=not np.isnan(sigma),
+                    distance_sq=DISTANCE_SQ[unit],
+                    score=score,
+                    chosen=False,
+                )
+            )
+        scores = [r["score"] for r in own]
+        if not all(np.isnan(scores)):
+            own[int(np.nanargmin(scores))]["chosen"] = True
+        rows += own
+    return rows
+
+
+@pytest.fixture
+def refined():
+    from layerprobe.kinds.criticality import REFINED_COLUMNS
+
+    return as_csv_table(refined_rows() + refined_rows(run="other_run"), REFINED_COLUMNS)
+
+
 def panel_of(panels, unit):
     return next(p for p in panels if p.unit == unit)
 
@@ -609,6 +653,37 @@ def test_criticality_finite_network_value_in_title(criticality):
     assert "network criticality = 1.00e+02" in fig._suptitle.get_text()
 
 
+def test_refined_curves_give_sigma_star_and_the_refined_minimum(refined):
+    curves = figures.refined_curves(refined, "mlp_s0")
+    assert list(curves) == ["layer1", "layer2", "final_linear"]
+    layer1 = curves["layer1"]
+    assert layer1.sigma.index.tolist() == GRID_ALPHAS and np.isnan(layer1.sigma[0.0]) and layer1.sigma[0.5] == 0.2
+    assert layer1.chosen == (0.5, 0.2) and layer1.criticality == pytest.approx(0.25 * 4 / 0.04)
+    assert curves["layer2"].criticality == 0.0 and curves["final_linear"].chosen is None
+    assert curves["final_linear"].criticality == np.inf
+
+
+def test_sigma_positions_are_log_linear_between_and_beyond_grid_points():
+    grid = [0.01, 0.1, 1.0]
+    assert figures.sigma_position(np.array([0.01, 0.1, 1.0]), grid) == pytest.approx([0, 1, 2])
+    assert figures.sigma_position(np.array([10**-1.5, 0.001, 10.0]), grid) == pytest.approx([0.5, -1, 3])
+    assert figures.sigma_position(np.array([0.2, 2.0]), [0.2]) == pytest.approx([0, 1])  # one point: a decade a step
+
+
+def test_criticality_grid_draws_the_refined_curve_and_both_minima(criticality, refined):
+    fig = figures.criticality_grid(criticality, "mlp_s0", refined)
+    layer1 = fig.axes[0]
+    assert "μ = 2.50e+01" in layer1.get_title() and "grid: 1.00e+02" in layer1.get_title()
+    curve = layer1.lines[0]
+    assert curve.get_xdata().tolist() == [1.0, 2.0]  # α = 0.5, 1 (α = 0 has no feasible σ)
+    assert curve.get_ydata() == pytest.approx(figures.sigma_position(np.array([0.2, 0.25]), GRID_SIGMAS))
+    stars = [line for line in layer1.lines if line.get_marker() == "*"]
+    assert len(stars) == 1 and stars[0].get_xdata().tolist() == [1]
+    ups = [line for line in fig.axes[1].lines if line.get_marker() == "^"]
+    assert sum(len(line.get_xdata()) for line in ups) == 0  # layer2's σ* = 1 is the grid's top, not beyond it
+    assert "network criticality = ∞" in fig._suptitle.get_text() and "(grid: ∞" in fig._suptitle.get_text()
+
+
 def test_criticality_many_units_wrap_into_rows(criticality):
     renamed = pd.concat([criticality.assign(unit=criticality["unit"] + f"_{k}") for k in range(2)])
     fig = figures.criticality_grid(renamed, "mlp_s0")
@@ -682,7 +757,7 @@ def test_save_new_figures_writes_png_and_pdf(tmp_path, probes, criticality, kind
         ("criticality", "criticality"),
     ],
 )
-def test_pyscripts_write_the_rule_outputs(tmp_path, monkeypatch, probes, criticality, figure, table_name):
+def test_pyscripts_write_the_rule_outputs(tmp_path, monkeypatch, probes, criticality, refined, figure, table_name):
     """The rules' glue, run with a stand-in for Snakemake's `snakemake` object."""
     import runpy
     import sys
@@ -696,8 +771,12 @@ def test_pyscripts_write_the_rule_outputs(tmp_path, monkeypatch, probes, critica
     ours = criticality if table_name == "criticality" else probes
     path = tmp_path / "table.csv"
     ours.reindex(columns=list(dict.fromkeys([*ours.columns, *columns_of(table_name)]))).to_csv(path, index=False)
+    paths = [str(path)]
+    if figure == "criticality":  # the figure reads the refined table too
+        paths.append(str(tmp_path / "refined.csv"))
+        refined.reindex(columns=columns_of("criticality_refined")).to_csv(paths[-1], index=False)
     stand_in = SimpleNamespace(
-        input=[str(path)],
+        input=paths,
         log=[str(tmp_path / "job.log")],
         params=SimpleNamespace(figure=figure),
         output=SimpleNamespace(png=str(tmp_path / "fig.png"), pdf=str(tmp_path / "fig.pdf")),

@@ -27,7 +27,7 @@ def test_builtin_kinds_are_the_schema_probe_sections_in_order():
     assert [f.rule for f in kinds.figures()] == ["distance", "robustness", "interpolation", "criticality", "joint"]
     probes = section("probes", {"interpolate": {"enabled": False}, "joint": {"enabled": False}})
     assert [f.rule for f in kinds.figures(probes)] == ["distance", "robustness", "criticality"]
-    assert "feasibility" not in kinds.job_settings(probes)["criticality"]
+    assert kinds.job_settings(probes)["criticality"] == probes["criticality"]  # the search applies the feasibility
     assert kinds.aggregate_settings(probes)["criticality"] == {"feasibility": probes["criticality"]["feasibility"]}
     with pytest.raises(ValueError, match="unknown probe kind 'reinitialize'"):
         kinds.get("reinitialize")

@@ -391,7 +391,7 @@ def test_engine_in_float32_with_ops_matches_within_one_prediction(counted):
     from test_engine import assert_same_rows, setting
 
     model, units, checkpoints, source, splits = setting("fcn", torch.float32)
-    seeds = {(u.name, 0, 0, 0): derive_seed("f32", u.name) for u in units}
+    seeds = {(u.name, 0, 0): derive_seed("f32", u.name) for u in units}
     variants = (
         reinit.describe(units, [0, 1])
         + interpolate.describe(units, [0.0, 0.5, 1.0])

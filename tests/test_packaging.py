@@ -43,5 +43,5 @@ def test_readme_library_example_runs(tmp_path, monkeypatch):
     exec(compile(example, "README.md", "exec"), namespace)
     table = namespace["table"]
     assert list(table.columns) == tables.ROBUSTNESS
-    assert set(table["probe"]) == {"reinit", "rerandomize", "interpolate", "criticality", "joint"}
+    assert set(table["probe"]) == {"reinit", "rerandomize", "interpolate", "criticality", "criticality_search", "joint"}
     assert namespace["reinit"]["error"].between(0, 1).all()

@@ -142,16 +142,25 @@ def test_a_shard_depends_only_on_its_own_kinds_settings():
     for name, shard in plan.items():
         same = shards.job_settings(shard, config["probes"]) == shards.job_settings(shard, edited)
         assert same == (not name.startswith("interpolate")), name
-    assert "feasibility" not in shards.job_settings(plan["criticality.0"], config["probes"])["criticality"]
+    # the σ search applies the feasibility while probing: editing it reruns the criticality shards
+    assert {"feasibility", "search"} <= set(shards.job_settings(plan["criticality.0"], config["probes"])["criticality"])
     assert "rerandomize" in shards.job_settings(plan["joint.0"], config["probes"])  # its sets are re-drawn too
 
 
 # --- Shards merged back: the unsharded table, bit for bit -------------------------------------------------
 
 
-@pytest.mark.parametrize("model", [None, {"name": "vgg", "stages": [[4]], "fc": [8], "batch_norm": True}])
-def test_merged_shards_equal_the_unsharded_run(tmp_path, digits, model):
-    """With a VGG, whose losses change in their last bits when the engine batches variants differently."""
+RELATIVE_LOSS = {"measure": "loss", "tolerance": "relative", "value": 1.5}
+ABSOLUTE_ERROR = {"measure": "error", "tolerance": "absolute", "value": 0.3}
+
+
+@pytest.mark.parametrize(
+    "model, feasibility",
+    [(None, RELATIVE_LOSS), ({"name": "vgg", "stages": [[4]], "fc": [8], "batch_norm": True}, ABSOLUTE_ERROR)],
+)
+def test_merged_shards_equal_the_unsharded_run(tmp_path, digits, model, feasibility):
+    """With a VGG, whose losses change in their last bits when the engine batches variants differently; the σ
+    search runs in every criticality shard on its own units (relative to the baseline another shard holds)."""
     from layerprobe.config import checkpoint_epochs  # noqa: F401  (the run's epochs come from its training)
     from layerprobe.training.checkpoints import MANIFEST, load_all
     from layerprobe.training.loop import train
@@ -172,7 +181,14 @@ def test_merged_shards_equal_the_unsharded_run(tmp_path, digits, model):
         "probes": {
             "rerandomize": {"draws": 2},
             "interpolate": {"alphas": 3},
-            "criticality": {"alphas": 2, "sigmas": [0.1], "samples": 2, "subset": 60},
+            "criticality": {
+                "alphas": 2,
+                "sigmas": [0.1],
+                "samples": 2,
+                "subset": 60,
+                "feasibility": feasibility,
+                "search": {"tolerance": 0.3},
+            },
             "joint": {"checkpoints": [0, 4]},
         },
         "resources": {"probe": {"shards": 3}},
@@ -211,7 +227,11 @@ def test_merged_shards_equal_the_unsharded_run(tmp_path, digits, model):
     merged = study.merge_run(factory, states, read, kinds.job_settings(probes), columns, 10)
     for name in ("robustness", "distances", "inventory"):
         assert merged[name].to_csv(index=False) == whole[name].to_csv(index=False), name
-    assert set(merged["robustness"]["probe"]) == {"reinit", "rerandomize", "interpolate", "criticality", "joint"}
+    probes_ = {"reinit", "rerandomize", "interpolate", "criticality", "criticality_search", "joint"}
+    assert set(merged["robustness"]["probe"]) == probes_
+    searched = [name for name, part in parts.items() if (part["probe"] == "criticality_search").any()]
+    assert len(searched) >= 2 and all(name.startswith("criticality.") for name in searched)
+    assert (parts["criticality.1"]["unit"] != "fullmodel").all()  # its baseline is criticality.0's row
 
 
 def test_merge_refuses_rows_of_a_kind_the_settings_do_not_enable():

@@ -186,6 +186,7 @@ def test_criticality_grid_relative_tolerance(tmp_path):
     robustness, dist, run = criticality_inputs()
     tables.write_csv(robustness, tmp_path / "r.csv")  # what aggregate reads back
     grid = criticality.grade(tables.read_csv(tmp_path / "r.csv", tables.ROBUSTNESS), dist)
+    refined = criticality.refined(robustness, dist, {"measure": "loss", "tolerance": "relative", "value": 1.01})
     assert list(grid.columns) == criticality.COLUMNS and len(grid) == 8
     a = grid[grid.unit == "a"].set_index(["alpha", "sigma"])
     assert a.loc[(0.5, 0.5), "mean_loss"] == pytest.approx(1.01) and a.loc[(0.5, 0.5), "samples"] == 2
@@ -209,10 +210,16 @@ def test_criticality_grid_relative_tolerance(tmp_path):
         run,
     )
     units = aggregate.summarize_units(
-        inventory, robustness, dist, CATEGORY_LIMITS, own={"criticality": grid}
+        inventory, robustness, dist, CATEGORY_LIMITS, own={"criticality": grid, "criticality_refined": refined}
     ).set_index("unit")
     assert units.loc["a", "criticality"] == pytest.approx(9.0) and units.loc["a", "criticality_alpha"] == 0.5
     assert math.isinf(units.loc["b", "criticality"]) and math.isinf(units.loc["a", "network_criticality"])
+    # without search rows, σ*(α) is the largest feasible grid σ: the refined μ is the grid's
+    assert units.loc["a", "criticality_grid"] == units.loc["a", "criticality"]
+    assert math.isinf(units.loc["b", "criticality_grid"]) and math.isinf(units.loc["a", "network_criticality_grid"])
+    a = refined.set_index(["unit", "alpha"])
+    assert a.loc[("a", 0.5), "sigma"] == 0.5 and a.loc[("a", 0.5), "sigma_above"] == 1.0
+    assert not refined.loc[refined.unit == "b", "feasible"].any() and refined["evaluated"].eq(2).all()
 
 
 def test_criticality_grid_absolute_tolerance_on_error():

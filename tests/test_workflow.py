@@ -109,6 +109,12 @@ def test_new_probe_kinds_are_in_the_tables(workflow):
     units = tables.read_csv(workflow / "results/tables/units.csv", aggregate.units_columns())
     chosen = grid[grid["chosen"].astype(str) == "True"]
     assert set(chosen["unit"]) <= set(units["unit"]) and units["network_criticality"].notna().all()
+    refined = tables.read_csv(workflow / "results/tables/criticality_refined.csv", criticality.REFINED_COLUMNS)
+    assert len(refined[refined.run == "fcn"]) == 2 * 3 and (refined["evaluated"] >= 2).all()
+    assert len(fcn[fcn.probe == "criticality_search"]) == 2 * (refined.loc[refined.run == "fcn", "evaluated"] - 2).sum()
+    assert units["network_criticality_grid"].notna().all()
+    # a refined σ* is at least the grid's largest feasible σ, so μ refined ≤ μ on the grid
+    assert (units["criticality"] <= units["criticality_grid"]).all()
 
 
 def test_figures_logs_and_benchmarks_exist(workflow):
@@ -157,12 +163,12 @@ def test_category_change_reruns_probes_only_for_the_joint_robust_set(workflow):
     assert jobs.get("probe") == 2 and jobs.get("aggregate") == 1 and "train" not in jobs  # the robust set may change
 
 
-def test_feasibility_change_reruns_only_aggregation_and_figures(workflow):
+def test_feasibility_change_reruns_the_probes_not_training(workflow):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["probes"]["criticality"]["feasibility"] = {"tolerance": "absolute", "measure": "error", "value": 0.5}
-    jobs = planned_jobs(snakemake(workflow, config, "-n"))
-    assert jobs.get("aggregate") == 1 and jobs.get("criticality_figure") == 2
-    assert not {"train", "probe", "data"} & set(jobs)
+    jobs = planned_jobs(snakemake(workflow, config, "-n"))  # the σ search applies it while probing
+    assert jobs.get("probe") == 2 and jobs.get("aggregate") == 1 and jobs.get("criticality_figure") == 2
+    assert not {"train", "data"} & set(jobs)
 
 
 def test_training_change_retrains_that_run_only(workflow):
@@ -173,7 +179,7 @@ def test_training_change_retrains_that_run_only(workflow):
 
 
 def test_rerunning_everything_gives_identical_tables_and_checkpoints(workflow):
-    names = ("robustness.csv", "distances.csv", "criticality.csv", "units.csv")
+    names = ("robustness.csv", "distances.csv", "criticality.csv", "criticality_refined.csv", "units.csv")
     before = {name: (workflow / "results/tables" / name).read_bytes() for name in names}
     manifests = {p: p.read_bytes() for p in workflow.glob("results/runs/*/checkpoints/manifest.json")}
     result = snakemake(workflow, TINY, "--cores", "2", "--forceall")
@@ -208,7 +214,7 @@ def sharded(tmp_path_factory):
 def test_sharded_tables_equal_the_unsharded_ones(workflow, sharded):
     """Two runs, every probe kind, 7 shards a run, merged back: the same bytes as one probe job a run."""
     assert len(list((sharded / "results/runs/fcn/probes/shards").glob("*.csv"))) == 7
-    for name in ("robustness.csv", "distances.csv", "criticality.csv", "units.csv"):
+    for name in ("robustness.csv", "distances.csv", "criticality.csv", "criticality_refined.csv", "units.csv"):
         assert (sharded / "results/tables" / name).read_bytes() == (workflow / "results/tables" / name).read_bytes()
 
 

@@ -19,6 +19,18 @@ def sigma_grid(spec: int | list[float]) -> list[float]:
     return [k / spec for k in range(1, spec + 1)] if isinstance(spec, int) else [float(s) for s in spec]
 
 
+def sigma_search_problems(settings: dict, where: str = "probes.criticality") -> list[str]:
+    """What is wrong with a criticality section's σ search bounds (`where` is the section's key path)."""
+    search = settings["search"]
+    floor, ceiling = search["floor"], search["ceiling"]
+    if not floor < ceiling:
+        return [f"{where}.search.floor: {floor} must lie below {where}.search.ceiling ({ceiling})"]
+    outside = [s for s in sigma_grid(settings["sigmas"]) if not floor <= s <= ceiling]
+    if outside:
+        return [f"{where}.sigmas: {outside} lie outside the σ search's [floor, ceiling] = [{floor}, {ceiling}]"]
+    return []
+
+
 _UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
 
 

@@ -16,13 +16,14 @@ from layerprobe.config import checkpoint_epochs
 from layerprobe.config import datasets as declared
 from layerprobe.config.schema import load_schema, probe_kinds
 from layerprobe.config.shapes import units as unit_shapes
-from layerprobe.kinds.base import Context, Figure, ProbeKind, Subset, Summary, Table
+from layerprobe.kinds.base import Context, Figure, ProbeKind, Refine, Subset, Summary, Table
 
 __all__ = [
     "DISTANCE_FIGURE",
     "Context",
     "Figure",
     "ProbeKind",
+    "Refine",
     "Subset",
     "Summary",
     "Table",

@@ -73,18 +73,33 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Refine:
+    """A sequential search after a kind's variants: round after round, `step(ctx, rows)` reads the kind's
+    rows so far (its variants', the earlier rounds') and returns the next round's variants, evaluated in one
+    engine call, or nothing when the search is done.
+
+    A unit's next variants may depend only on that unit's own rows and the kind's whole-model rows (a
+    baseline), so a shard searches its own units: it evaluates the kind's whole-model variants too, keeping
+    their rows out of its table, and its rounds hold exactly its units' part of the unsharded rounds."""
+
+    probe: str  # the `probe` value of the search's rows (its variants'), e.g. "criticality_search"
+    step: Callable[[Context, list[dict]], list[Variant] | None]
+
+
+@dataclass(frozen=True)
 class Figure:
     """One figure per run: results/figures/{run}/{pattern}.{png,pdf}, drawn by rule {rule}_figure."""
 
     rule: str  # the rule's name less "_figure", e.g. "robustness"
     pattern: str  # the file stem with its wildcards, e.g. "robustness_{split}"
     table: str  # the aggregated table it reads (robustness, distances, or a kind's Table)
-    draw: Callable[..., Any]  # (table, run, **wildcards) -> matplotlib Figure
+    draw: Callable[..., Any]  # (table, run, *more, **wildcards) -> matplotlib Figure
     caption: str  # file under report/
     category: str  # the report's category
     label: str  # the report's label of one figure, with the same wildcards, e.g. "{split} error"
     values: Callable[[dict], dict[str, list]] = lambda probes: {}  # each wildcard's values, from `probes`
     categories: bool = False  # whether `draw` also takes the config's `categories` section (categories=...)
+    more: tuple[str, ...] = ()  # further tables it reads, passed to `draw` after the run
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,7 @@ class ProbeKind:
     after: tuple[str, ...] = ()  # kinds whose rows `variants` reads (Context.rows): evaluated first
     reads: tuple[str, ...] = ()  # other kinds' sections its variants depend on (joint: the draws of rerandomize)
     check: Callable[[Context], None] | None = None  # the settings against the run, before any evaluation
+    refine: Refine | None = None  # a search the study runs after its variants (criticality: the largest σ)
     summary: Summary | None = None
     tables: tuple[Table, ...] = ()
     figures: tuple[Figure, ...] = ()

@@ -34,6 +34,18 @@ def noise(variant: Variant, units: list[Unit], final: State, skip: tuple[str, ..
     return out
 
 
+def chunk_noise(
+    chunk: list[Variant], units: list[Unit], final: State, skip: tuple[str, ...] = (), drawn: dict | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """`noise` of each of a chunk's variants, drawn once per seed: variants of one seed (a criticality unit,
+    α and sample at several σ) share E, which σ only scales. `drawn` keeps the draws for later calls."""
+    drawn = {} if drawn is None else drawn
+    for v in chunk:
+        if (v.seed, v.units, skip) not in drawn:
+            drawn[(v.seed, v.units, skip)] = noise(v, units, final, skip)
+    return [drawn[(v.seed, v.units, skip)] for v in chunk]
+
+
 def entry(variant: Variant, key: str, final: State, source: State) -> torch.Tensor:
     """One reset entry before noise: the source's, or interpolated from it towards the final."""
     start = source[key]

@@ -12,11 +12,12 @@ Figures:
 * ``joint_heatmap``: the same heatmap for sets of units reset together (probe "joint").
 * ``interpolation_curves``: error along the line from a unit's initial to its trained
   weights (probe "interpolate").
-* ``criticality_grid``: per unit, the alpha x sigma grid of the criticality search
-  (Chatterji et al. 2020), read from the criticality table.
+* ``criticality_grid``: per unit, the alpha x sigma grid of module criticality
+  (Chatterji et al. 2020), read from the criticality table, with the refined search's
+  σ*(α) curve over it (the refined table).
 
 The data helpers (``heatmap_matrix``, ``joint_matrix``, ``interpolation_matrix``,
-``criticality_panels``, ``network_criticality``) do all of the data work (selection,
+``criticality_panels``, ``refined_curves``, ``network_criticality``) do all of the data work (selection,
 averaging, ordering) so it can be tested without looking at pixels; the drawing
 functions only lay their results out. Figures are plain ``matplotlib.figure.Figure``
 objects: no pyplot, no global backend.
@@ -216,6 +217,48 @@ def criticality_panels(table: pd.DataFrame, run: str) -> list[CriticalityPanel]:
                 raise ValueError(f"run {run!r}, unit {unit!r}: the chosen grid point has no score")
         panels.append(CriticalityPanel(str(unit), mean_error.astype(float), feasible.astype(bool), point, mu))
     return panels
+
+
+@dataclass(frozen=True)
+class RefinedCurve:
+    """One unit's refined search: σ*(α), the largest feasible σ per α, and the minimum it gives."""
+
+    unit: str
+    sigma: pd.Series  # σ*(α) indexed by α (increasing); NaN where no σ is feasible
+    chosen: tuple[float, float] | None  # (α, σ*) of the minimal score; None when no α is feasible
+    criticality: float  # μ refined; inf when no α is feasible
+
+
+def refined_curves(table: pd.DataFrame, run: str) -> dict[str, RefinedCurve]:
+    """The refined criticality table (criticality_refined.csv) of one run, by unit."""
+    rows = _select_run(table, run)
+    for column in ("unit", "alpha", "sigma", "feasible", "score", "chosen"):
+        _require_column(rows, column)
+    _require_unique(rows, ["unit", "alpha"], run)
+    out = {}
+    for unit, own in rows.groupby(rows["unit"].astype(str), sort=False):
+        own = own.assign(alpha=_numeric(own, "alpha"), sigma=_numeric(own, "sigma")).sort_values("alpha")
+        chosen = own[_as_bool(own["chosen"], "chosen").to_numpy()]
+        if len(chosen) > 1:
+            raise ValueError(f"run {run!r}, unit {unit!r}: {len(chosen)} refined points are chosen, expected one")
+        point = None if chosen.empty else (float(chosen["alpha"].iloc[0]), float(chosen["sigma"].iloc[0]))
+        mu = math.inf if chosen.empty else float(_numeric(chosen, "score").iloc[0])
+        out[unit] = RefinedCurve(unit, own.set_index("alpha")["sigma"].astype(float), point, mu)
+    return out
+
+
+def sigma_position(sigma: np.ndarray, grid: Sequence[float]) -> np.ndarray:
+    """Where σ values lie on a panel's σ axis (grid point k at k), linear in log σ between grid points and
+    beyond them by the nearest step (a single-point grid: one decade per step)."""
+    logs = np.log(np.asarray(grid, dtype=float))
+    values = np.log(np.asarray(sigma, dtype=float))
+    if len(logs) == 1:
+        return (values - logs[0]) / math.log(10.0)
+    position = np.interp(values, logs, np.arange(len(logs), dtype=float))
+    below, above = values < logs[0], values > logs[-1]
+    position[below] = (values[below] - logs[0]) / (logs[1] - logs[0])
+    position[above] = len(logs) - 1 + (values[above] - logs[-1]) / (logs[-1] - logs[-2])
+    return position
 
 
 def network_criticality(panels: Sequence[CriticalityPanel]) -> float:
@@ -525,10 +568,12 @@ def _line_colours(n: int) -> list:
 _PANEL_COLUMNS = 4
 
 
-def criticality_grid(table: pd.DataFrame, run: str) -> Figure:
+def criticality_grid(table: pd.DataFrame, run: str, refined: pd.DataFrame | None = None) -> Figure:
     """One panel per unit: mean error over the alpha x sigma grid, infeasible points
-    crossed out, the chosen point outlined, the unit's criticality in the title."""
+    crossed out, the grid's chosen point outlined, the unit's criticality in the title;
+    with the refined table, the searched σ*(α) drawn over the grid and its μ in the title."""
     panels = criticality_panels(table, run)
+    curves = refined_curves(refined, run) if refined is not None else {}
     n_cols = min(len(panels), _PANEL_COLUMNS)
     n_rows = math.ceil(len(panels) / n_cols)
     fig = Figure(figsize=(2.9 * n_cols + 1.0, 2.3 * n_rows + 1.0), layout="constrained")
@@ -536,15 +581,18 @@ def criticality_grid(table: pd.DataFrame, run: str) -> Figure:
     cmap = colormaps[ERROR_CMAP].with_extremes(bad="lightgrey")  # not evaluated: grey
     norm = Normalize(0.0, 1.0)
     for ax, panel in zip(axes.flat, panels):
-        image = _criticality_panel(ax, panel, cmap, norm)
+        image = _criticality_panel(ax, panel, cmap, norm, curves.get(panel.unit))
     for ax in axes.flat[len(panels):]:
         ax.remove()  # an empty slot in the last row
 
-    total = network_criticality(panels)
-    total_text = _format_criticality(total, "a unit has no feasible point")
+    grid_total = _format_criticality(network_criticality(panels), "a unit has no feasible point")
+    if curves:
+        total = _format_criticality(math.fsum(c.criticality for c in curves.values()), "a unit has no feasible α")
+        title = f"{run}: network criticality = {total} (grid: {grid_total})"
+    else:
+        title = f"{run}: network criticality = {grid_total}"
     condition = _criticality_condition(_select_run(table, run))
-    fig.suptitle(f"{run}: network criticality = {total_text}" + (f"\n{condition}" if condition else ""),
-                 fontsize=_FONT_SIZE + 2)
+    fig.suptitle(title + (f"\n{condition}" if condition else ""), fontsize=_FONT_SIZE + 2)
     fig.supxlabel("α  (0 = unit at its initialisation, 1 = trained)", fontsize=_FONT_SIZE + 1)
     fig.supylabel("σ  (noise standard deviation)", fontsize=_FONT_SIZE + 1)
     fig.colorbar(image, ax=list(axes.flat[: len(panels)]), label="mean error under noise",
@@ -552,7 +600,8 @@ def criticality_grid(table: pd.DataFrame, run: str) -> Figure:
     return fig
 
 
-def _criticality_panel(ax, panel: CriticalityPanel, cmap: Colormap, norm: Normalize):
+def _criticality_panel(ax, panel: CriticalityPanel, cmap: Colormap, norm: Normalize,
+                       curve: RefinedCurve | None = None):
     values = panel.mean_error.to_numpy(dtype=float)
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto",
                       origin="lower", interpolation="nearest")
@@ -566,13 +615,35 @@ def _criticality_panel(ax, panel: CriticalityPanel, cmap: Colormap, norm: Normal
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
 
     alphas, sigmas = panel.mean_error.columns, panel.mean_error.index
+    title = f"{panel.unit}  μ = {_format_criticality(panel.criticality, 'no feasible point')}"
+    if curve is not None:
+        _refined_curve(ax, curve, list(alphas), list(sigmas))
+        title = (f"{panel.unit}  μ = {_format_criticality(curve.criticality, 'no feasible α')}\n"
+                 f"(grid: {_format_criticality(panel.criticality, 'no feasible point')})")
     x_ticks, y_ticks = _sparse_ticks(len(alphas)), _sparse_ticks(len(sigmas))
     ax.set_xticks(x_ticks, [f"{alphas[k]:g}" for k in x_ticks], fontsize=_FONT_SIZE - 1)
     ax.set_yticks(y_ticks, [f"{sigmas[k]:.2g}" for k in y_ticks], fontsize=_FONT_SIZE - 1)
     ax.tick_params(length=2)
-    ax.set_title(f"{panel.unit}  μ = {_format_criticality(panel.criticality, 'no feasible point')}",
-                 fontsize=_FONT_SIZE)
+    ax.set_title(title, fontsize=_FONT_SIZE)
     return image
+
+
+def _refined_curve(ax, curve: RefinedCurve, alphas: list[float], sigmas: list[float]) -> None:
+    """σ*(α) over the grid: white dots joined where feasible (clipped to the panel's edge, as a triangle,
+    where it lies beyond the grid's σ), the refined minimum as a red star."""
+    bottom, top = -0.5, len(sigmas) - 0.5
+    feasible = curve.sigma.dropna()
+    x = np.array([alphas.index(a) for a in feasible.index], dtype=float)
+    y = sigma_position(feasible.to_numpy(), sigmas)
+    ax.plot(x, np.clip(y, bottom, top), color="white", linewidth=1.0, marker="o", markersize=2.5)
+    for marker, outside in (("v", y < bottom), ("^", y > top)):
+        ax.plot(x[outside], np.full(outside.sum(), bottom if marker == "v" else top), linestyle="none",
+                marker=marker, color="white", markersize=4)
+    if curve.chosen is not None:
+        alpha, sigma = curve.chosen
+        ax.plot([alphas.index(alpha)], np.clip(sigma_position(np.array([sigma]), sigmas), bottom, top),
+                marker="*", color="red", markersize=8, markeredgecolor="white", markeredgewidth=0.5)
+    ax.set_ylim(bottom, top)
 
 
 def _format_criticality(value: float, why_infinite: str) -> str:

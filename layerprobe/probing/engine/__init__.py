@@ -65,11 +65,14 @@ def evaluate(
     memory_budget: int = 2 * 2**30,
     progress: str | None = None,
     ops: bool = False,
+    noise: dict | None = None,
 ) -> list[dict]:
     """Rows identical in order and content to reference.evaluate (losses to float rounding).
 
     `progress` labels a progress bar (shown on a terminal only); `memory_budget` is in bytes; `ops`
     uses the loaded fused operators (see layerprobe.probing.ops.resolve for turning engine.ops into it).
+    `noise` keeps the criticality noise drawn (on the CPU) for calls that reuse its seeds (the σ search's
+    rounds): pass one dict to each; None draws it afresh in every call.
     """
     device = resolve_device(device)
     _check(units, variants, bn_stats)
@@ -95,7 +98,7 @@ def evaluate(
         for split, start in tqdm(batches, desc=progress, unit="batch", disable=None if progress else True):
             x, y = splits[split]
             xb, yb = x[start : start + plan.batch].to(device), y[start : start + plan.batch].to(device)
-            walk(model, units, final, sources, variants, plan, xb, yb, split, tallies, bn_stats)
+            walk(model, units, final, sources, variants, plan, xb, yb, split, tallies, bn_stats, noise)
     results = tallies.results()
     return [row(v, bn_stats, s, results[i, s]) for i, v in enumerate(variants) for s in splits]
 

@@ -41,6 +41,7 @@ def chain_batch(
     split: str,
     tallies: Tallies,
     bn_stats: str,
+    drawn: dict | None = None,
 ) -> None:
     unit_state = {u.name: local(final, u.name) for u in units}
     modules = {u.name: model.unit(u.name) for u in units}
@@ -73,7 +74,7 @@ def chain_batch(
         for chunk_ids in plan.groups.get(u.index, []):
             chunk = [variants[i] for i in chunk_ids]
             skip = fused_weight(u, modules[u.name]) if plan.ops and chunk[0].alpha is not None else ()
-            noise = [compose.noise(v, units, final, skip) for v in chunk] if chunk[0].noisy else None
+            noise = compose.chunk_noise(chunk, units, final, skip, drawn) if chunk[0].noisy else None
             first = first_unit(u, modules[u.name], unit_state[u.name], chunk, final, sources, bn_stats, noise, plan.ops)
             later = [
                 (

@@ -26,6 +26,7 @@ def general_batch(
     split: str,
     tallies: Tallies,
     bn_stats: str,
+    drawn: dict | None = None,
 ) -> None:
     reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
     block = Logits([c for chunks in plan.groups.values() for c in chunks], plan.ids, len(x))
@@ -33,7 +34,7 @@ def general_batch(
     for chunks in plan.groups.values():
         for chunk_ids in chunks:
             chunk = [variants[i] for i in chunk_ids]
-            noise = [compose.noise(v, units, final) for v in chunk] if chunk[0].noisy else None
+            noise = compose.chunk_noise(chunk, units, final, drawn=drawn) if chunk[0].noisy else None
             stacked = {}
             for u in units:
                 if u.name in chunk[0].units:
