@@ -37,7 +37,8 @@ def validate(config: dict, schema_path: str | Path = SCHEMA, *, given: dict | No
 
 def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
     """Unique run names, recipes that resolve, epochs within each run's training length, probe settings
-    that fit together, runs that form configurations, sweeps that can be drawn. Resolves every run's `train` to its recipe's full settings (recipes) in place."""
+    that fit together, runs that form configurations, sweeps that can be drawn. Resolves every run's
+    `train` to its recipe's full settings (recipes) in place."""
     messages, seen = _dataset_checks(config), set()
     probes = config["probes"]
     if not any(probes[kind]["enabled"] for kind in kinds):

@@ -114,8 +114,11 @@ def resolve(config: dict) -> dict[str, dict]:
 
 def _member_runs(sweep: dict, runs: list[dict]) -> dict[str, dict]:
     """{configuration: its first run} of every configuration with a run the sweep matches."""
-    chosen = {configurations.name_of(run) for run in runs if any(
-        fnmatch.fnmatchcase(run["name"], pattern) for pattern in patterns(sweep))}
+    chosen = {
+        configurations.name_of(run)
+        for run in runs
+        if any(fnmatch.fnmatchcase(run["name"], pattern) for pattern in patterns(sweep))
+    }
     out: dict[str, dict] = {}
     for run in runs:
         name = configurations.name_of(run)

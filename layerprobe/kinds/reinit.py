@@ -66,7 +66,6 @@ ROBUSTNESS_FIGURE = Figure(
 )
 
 
-
 def draw_configuration(table, configuration, split):
     from layerprobe.results import figures
 

@@ -607,7 +607,7 @@ def sweep_categories(units: pd.DataFrame, sweep: dict) -> Figure:
                 ax = panels[row, col]
                 mean = points[f"{category}_mean"].to_numpy(dtype=float)
                 low, high = (points[f"{category}_{s}"].to_numpy(dtype=float) for s in ("low", "high"))
-                (line,) = ax.plot(x, mean, marker="o", markersize=4, linewidth=1.2, label=label or None)
+                (line,) = ax.plot(x, mean, marker="o", markersize=4, linewidth=1.2, label=label or None, gid="mean")
                 bars = ~np.isnan(low)
                 if bars.any():
                     ax.errorbar(x[bars], mean[bars], yerr=[mean[bars] - low[bars], high[bars] - mean[bars]],
