@@ -24,7 +24,7 @@ def render(configurations: pd.DataFrame, units: pd.DataFrame) -> str:
         "One table per configuration (runs that differ only in their seed). The category columns count",
         "the seeds that put the unit in each category; the re-initialization error is the test error with",
         "the unit reset to its initialization, its mean over the seeds with a 95% interval (Student's t)",
-        "from two seeds on. The numbers are in results/tables/configurations.csv.",
+        "from two seeds on. The numbers are in the table configurations.csv.",
         "",
     ]
     for name in pd.unique(configurations["configuration"]):
