@@ -33,6 +33,11 @@ def figure_subject(fig, wildcards):
     return SWEEPS[name]
 
 
+def probed_run(name):
+    """The run's settings a probe job depends on: all but its configuration's name, a label for aggregation."""
+    return {key: value for key, value in RUNS[name].items() if key != "configuration"}
+
+
 # The download and data rules' view of the dataset declarations.
 
 

@@ -192,6 +192,15 @@ def test_feasibility_change_reruns_only_aggregation_and_figures(workflow):
     assert not {"train", "probe", "data"} & set(jobs)
 
 
+def test_configuration_name_change_reruns_no_training_or_probe(workflow):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    for fcn in config["runs"][:2]:
+        fcn["configuration"] = "tiny-fcn"
+    jobs = planned_jobs(snakemake(workflow, config, "-n"))
+    assert jobs.get("aggregate") == 1 and jobs.get("configuration_robustness_figure") == 4
+    assert not {"train", "probe", "data"} & set(jobs)
+
+
 def test_training_change_retrains_that_run_only(workflow):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["runs"][2]["train"]["lr"] = 0.02  # vgg
