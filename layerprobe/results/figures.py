@@ -598,10 +598,12 @@ def sweep_categories(units: pd.DataFrame, sweep: dict) -> Figure:
     for col, axis in enumerate(axes):
         others = [a for a in axes if a != axis]
         ticks = sorted(data[axis].unique())
-        lines = data.groupby(others, sort=True) if others else [((), data)]
-        for key, points in lines:
+        lines = list(data.groupby(others, sort=True)) if others else [((), data)]
+        for k, (key, points) in enumerate(lines):
             points = points.sort_values(axis)
-            x = np.array([ticks.index(v) for v in points[axis]], dtype=float)
+            # Lines side by side around each tick, so their interval bars do not hide one another.
+            dodge = 0.08 * (k - (len(lines) - 1) / 2)
+            x = np.array([ticks.index(v) for v in points[axis]], dtype=float) + dodge
             label = ", ".join(f"{a} = {v:g}" for a, v in zip(others, key if isinstance(key, tuple) else (key,)))
             for row, category in enumerate(SWEEP_CATEGORIES):
                 ax = panels[row, col]
