@@ -3,6 +3,7 @@
 # Parsing needs only what Snakemake itself brings (yaml, jsonschema): `snakemake -n` and --lint work
 # where torch is not installed, and a --use-conda driver needs no more than Snakemake.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +19,9 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.
 
 import layerprobe.config
 import layerprobe.config.files
+import layerprobe.config.configurations
 import layerprobe.config.resources
+import layerprobe.config.sweeps
 import layerprobe.kinds
 import layerprobe.shards
 import layerprobe.validation.settings
@@ -45,6 +48,9 @@ except layerprobe.config.ConfigError as err:
     sys.exit(str(err))
 
 RUNS = {run["name"]: run for run in config["runs"]}
+# Runs that differ only in seed, {configuration: run names}, and the sweeps over them (F5-F7).
+CONFIGURATIONS = layerprobe.config.configurations.group(config["runs"])
+SWEEPS = layerprobe.config.sweeps.resolve(config)
 PROBES = config["probes"]
 # Runs whose probe work is split into several jobs (resources.probe.shards / shard_macs), by shard name.
 SHARDS = {name: {s.name: s for s in plan} for name, plan in
@@ -60,6 +66,8 @@ report: "report/workflow.rst"
 
 wildcard_constraints:
     run="|".join(RUNS),
+    configuration="|".join(map(re.escape, CONFIGURATIONS)),
+    sweep="|".join(map(re.escape, SWEEPS)) or "(?!)",
     dataset="[A-Za-z0-9_-]+",
     split="test|train",
     measure="|".join(layerprobe.kinds.DISTANCE_FIGURE.values(PROBES)["measure"]),

@@ -1,4 +1,5 @@
-"""Rules `{figure}_figure`: one run's figure, drawn from aggregated tables (snakemake object in scope)."""
+"""Rules `{figure}_figure`: one figure of a run, a configuration or a sweep, drawn from one aggregated table
+(snakemake object in scope)."""
 
 import sys
 
@@ -12,10 +13,10 @@ table, *more = [
     tables.read_csv(path, aggregate.columns_of(name))
     for path, name in zip(snakemake.input, (figure.table, *figure.more), strict=True)
 ]
-wildcards = {key: value for key, value in snakemake.wildcards.items() if key != "run"}
+wildcards = {key: value for key, value in snakemake.wildcards.items() if key != figure.over}
 options = {"categories": snakemake.params.categories} if figure.categories else {}
 figures.save_figure(
-    figure.draw(table, snakemake.wildcards.run, *more, **wildcards, **options),
+    figure.draw(table, snakemake.params.subject, *more, **wildcards, **options),
     snakemake.output.png,
     snakemake.output.pdf,
 )

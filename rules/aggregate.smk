@@ -1,5 +1,7 @@
-# All runs' tables concatenated, the probe kinds' own tables (the criticality grid), and the per-unit
-# summary with categories. Quick and light: it runs where Snakemake runs, not as a cluster job.
+# All runs' tables concatenated, the probe kinds' own tables (the criticality grid), the per-unit
+# summary with categories, its summary across each configuration's seeds, and the summary a person
+# reads first (results/summary.rst, at the top of the report). Quick and light: it runs where
+# Snakemake runs, not as a cluster job.
 
 
 rule aggregate:
@@ -17,9 +19,20 @@ rule aggregate:
             caption="../report/units.rst",
             category="Tables",
         ),
+        configurations=report(
+            "results/tables/configurations.csv",
+            caption="../report/configurations.rst",
+            category="Tables",
+        ),
+        summary=report(
+            "results/summary.rst",
+            caption="../report/summary.rst",
+            category="Tables",
+        ),
     params:
         categories=config["categories"],
         settings=layerprobe.kinds.aggregate_settings(PROBES),
+        configurations=CONFIGURATIONS,
     log:
         "logs/aggregate.log",
     benchmark:

@@ -14,7 +14,7 @@ rule probe:
         distances="results/runs/{run}/probes/distances.csv",
         inventory="results/runs/{run}/probes/inventory.csv",
     params:
-        run=lambda wildcards: RUNS[wildcards.run],
+        run=lambda wildcards: probed_run(wildcards.run),
         # What the probe job depends on, and nothing more: editing e.g. the criticality feasibility
         # (applied by aggregate) or the categories (unless they pick the joint robust set) reruns no probe.
         probes=layerprobe.kinds.job_settings(PROBES),
@@ -52,7 +52,7 @@ rule probe_shard:
     output:
         shard_file("{run}", "{shard}"),
     params:
-        run=lambda wildcards: RUNS[wildcards.run],
+        run=lambda wildcards: probed_run(wildcards.run),
         shard=lambda wildcards: SHARDS[wildcards.run][wildcards.shard].spec(),
         # Only its kinds' settings (and those they read): editing another kind reruns none of its shards.
         probes=lambda wildcards: layerprobe.shards.job_settings(SHARDS[wildcards.run][wildcards.shard], PROBES),
@@ -88,7 +88,7 @@ rule merge_shards:
         distances="results/runs/{run}/probes/distances.csv",
         inventory="results/runs/{run}/probes/inventory.csv",
     params:
-        run=lambda wildcards: RUNS[wildcards.run],
+        run=lambda wildcards: probed_run(wildcards.run),
         probes=layerprobe.kinds.job_settings(PROBES),  # the order of the kinds' rows, and the draws
         torch_threads=config["threads"],
     threads: config["threads"]

@@ -24,9 +24,18 @@ def test_builtin_kinds_are_the_schema_probe_sections_in_order():
         == list(probe_kinds(load_schema()))
         == ["reinit", "rerandomize", "interpolate", "criticality", "joint"]
     )
-    assert [f.rule for f in kinds.figures()] == ["distance", "robustness", "interpolation", "criticality", "joint"]
+    across = ["configuration_robustness", "sweep_categories", "sweep_robustness"]  # reinit's, across seeds
+    assert [f.rule for f in kinds.figures()] == [
+        "distance",
+        "robustness",
+        *across,
+        "interpolation",
+        "criticality",
+        "joint",
+    ]
+    assert {f.over for f in kinds.figures()} == {"run", "configuration", "sweep"}
     probes = section("probes", {"interpolate": {"enabled": False}, "joint": {"enabled": False}})
-    assert [f.rule for f in kinds.figures(probes)] == ["distance", "robustness", "criticality"]
+    assert [f.rule for f in kinds.figures(probes)] == ["distance", "robustness", *across, "criticality"]
     assert kinds.job_settings(probes)["criticality"] == probes["criticality"]  # the search applies the feasibility
     assert kinds.aggregate_settings(probes)["criticality"] == {"feasibility": probes["criticality"]["feasibility"]}
     with pytest.raises(ValueError, match="unknown probe kind 'reinitialize'"):
@@ -162,6 +171,7 @@ def test_a_new_kind_is_one_module_plus_its_schema_section(tmp_path):
     (tree / "report" / "midpoint.rst").write_text("Error with each unit part of the way back to its initialization.\n")
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     config["runs"] = config["runs"][:1]
+    config.pop("sweeps")  # one run: nothing to sweep
     for kind in ("rerandomize", "interpolate", "criticality", "joint"):
         config["probes"][kind] = {"enabled": False}
     config["probes"]["midpoint"] = {"alpha": 0.25}

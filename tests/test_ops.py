@@ -802,6 +802,7 @@ def test_workflow_builds_once_and_a_kernel_edit_reruns_build_and_probes(library,
     shutil.copy(REPO / "layerprobe" / "config" / "schema.yaml", tree / "schemas" / "config.schema.yaml")
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     config["runs"] = config["runs"][:1]
+    config.pop("sweeps")  # one run: nothing to sweep
     config["probes"] = {
         "rerandomize": {"enabled": False},
         "interpolate": {"alphas": 3},

@@ -48,6 +48,9 @@ def test_mnist_config_is_f1_f2_and_a_sweep_with_seeds(tmp_path):
         "aggregate": 1,
     }
     assert jobs["criticality_figure"] == n and jobs["interpolation_figure"] == 2 * n
+    # Nine configurations (3x256 and 5x256 with three seeds) and the depth x width sweep (F5).
+    assert jobs["configuration_robustness_figure"] == 2 * 9
+    assert (jobs["sweep_categories_figure"], jobs["sweep_robustness_figure"]) == (1, 2)
 
 
 def test_cifar10_config_is_f3_and_the_depth_sweep(tmp_path):
@@ -60,6 +63,9 @@ def test_cifar10_config_is_f3_and_the_depth_sweep(tmp_path):
     jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
     n = len(config["runs"])
     assert (jobs["download"], jobs["data"], jobs["train"], jobs["merge_shards"]) == (1, 1, n, n)
+    # The VGG and ResNet depth sweeps (F6-F7), over seven configurations.
+    assert jobs["configuration_robustness_figure"] == 2 * 7
+    assert (jobs["sweep_categories_figure"], jobs["sweep_robustness_figure"]) == (2, 4)
     # Each run's probe work in shards (resources.probe.shard_macs): several probe jobs per run.
     planned = [len(shards.plan(run, config)) for run in config["runs"]]
     assert jobs["probe_shard"] == sum(planned) and min(planned) >= 4 and "probe" not in jobs

@@ -66,7 +66,7 @@ def workflow(tmp_path_factory):
 
 def test_tables_are_complete(workflow):
     rob = tables.read_csv(workflow / "results/tables/robustness.csv", tables.ROBUSTNESS)
-    assert set(rob["run"]) == {"fcn", "vgg"}
+    assert set(rob["run"]) == {"fcn", "fcn-s1", "vgg"}
     fcn = rob[rob["run"] == "fcn"]
     # 2 units + fullmodel; checkpoints 0, 1, 3; 2 draws; 2 splits
     assert len(fcn[fcn.probe == "reinit"]) == 3 * 3 * 2 and len(fcn[fcn.probe == "rerandomize"]) == 3 * 2 * 2
@@ -80,7 +80,7 @@ def test_tables_are_complete(workflow):
     assert ((rob["increase_low"] <= rob["increase"]) & (rob["increase"] <= rob["increase_high"])).all()
 
     units = tables.read_csv(workflow / "results/tables/units.csv", aggregate.units_columns())
-    assert units["unit"].tolist() == ["layer1", "layer2", "stage1.block1", "fc1", "final_linear"]
+    assert units["unit"].tolist() == ["layer1", "layer2"] * 2 + ["stage1.block1", "fc1", "final_linear"]
     assert set(units["category"]) <= set(CATEGORIES)
     uncertain = units["category"] == "uncertain"
     assert (units.loc[uncertain, "category_between"].str.contains("/")).all()
@@ -117,8 +117,39 @@ def test_new_probe_kinds_are_in_the_tables(workflow):
     assert (units["criticality"] <= units["criticality_grid"]).all()
 
 
+def test_configurations_across_seeds(workflow):
+    """fcn and fcn-s1 differ only in seed: configuration fcn, two seeds; vgg alone: one seed, no spread."""
+    units = tables.read_csv(workflow / "results/tables/units.csv", aggregate.units_columns())
+    table = pd.read_csv(workflow / "results/tables/configurations.csv")
+    assert table[["configuration", "unit", "runs", "seeds"]].values.tolist() == [
+        ["fcn", "layer1", "fcn fcn-s1", 2],
+        ["fcn", "layer2", "fcn fcn-s1", 2],
+        ["vgg", "stage1.block1", "vgg", 1],
+        ["vgg", "fc1", "vgg", 1],
+        ["vgg", "final_linear", "vgg", 1],
+    ]
+    for unit in ("layer1", "layer2"):
+        row = table[(table.configuration == "fcn") & (table.unit == unit)].iloc[0]
+        errors = units.loc[units.unit == unit, "reinit_test_error"].astype(float).tolist()
+        assert row["reinit_test_error_mean"] == pytest.approx(sum(errors) / 2, abs=1e-15)
+        assert row["reinit_test_error_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2**0.5, abs=1e-15)
+        assert row[[f"seeds_{c}" for c in ("robust", "intermediate", "critical", "uncertain")]].sum() == 2
+    vgg = table[table.configuration == "vgg"]
+    assert vgg["reinit_test_error_std"].isna().all() and vgg["reinit_test_error_low"].isna().all()
+    summary = (workflow / "results/summary.rst").read_text(encoding="utf-8")
+    assert summary.count(".. list-table:: ") == 2 and "fcn: 2 seeds (fcn, fcn-s1)" in summary
+
+
 def test_figures_logs_and_benchmarks_exist(workflow):
-    for run in ("fcn", "vgg"):
+    for folder, stems in {
+        "configurations/fcn": ("robustness_test", "robustness_train"),
+        "configurations/vgg": ("robustness_test", "robustness_train"),
+        "sweeps/epochs": ("categories", "robustness_test", "robustness_train"),
+    }.items():
+        for stem in stems:
+            png = workflow / f"results/figures/{folder}/{stem}.png"
+            assert png.read_bytes().startswith(b"\x89PNG") and png.with_suffix(".pdf").stat().st_size > 0
+    for run in ("fcn", "fcn-s1", "vgg"):
         for stem in (
             "robustness_test",
             "robustness_train",
@@ -142,6 +173,11 @@ def test_report(workflow):
     result = snakemake(workflow, TINY, "--report", str(workflow / "report.html"))
     assert result.returncode == 0, result.stderr
     assert (workflow / "report.html").stat().st_size > 10_000
+    # It opens with the summary: one table per configuration, before the description of the workflow.
+    html = (workflow / "report.html").read_text(encoding="utf-8")
+    opening = html[html.index("var workflow_desc") :]
+    tables_first = [opening.index(text) for text in ("fcn: 2 seeds (fcn, fcn-s1)", "vgg: 1 seed (vgg)", "five steps")]
+    assert tables_first == sorted(tables_first)
 
 
 def test_nothing_to_do_when_up_to_date(workflow):
@@ -152,7 +188,8 @@ def test_probe_change_reruns_probes_aggregation_and_figures_not_training(workflo
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["probes"]["rerandomize"]["draws"] = 3
     jobs = planned_jobs(snakemake(workflow, config, "-n"))
-    assert jobs.get("probe") == 2 and jobs.get("aggregate") == 1 and jobs.get("robustness_figure") == 4
+    assert jobs.get("probe") == 3 and jobs.get("aggregate") == 1 and jobs.get("robustness_figure") == 6
+    assert jobs.get("configuration_robustness_figure") == 4 and jobs.get("sweep_robustness_figure") == 2
     assert "train" not in jobs and "data" not in jobs
 
 
@@ -160,26 +197,42 @@ def test_category_change_reruns_probes_only_for_the_joint_robust_set(workflow):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["categories"] = {"robust_max_increase": 0.05}
     jobs = planned_jobs(snakemake(workflow, config, "-n"))
-    assert jobs.get("probe") == 2 and jobs.get("aggregate") == 1 and "train" not in jobs  # the robust set may change
+    assert jobs.get("probe") == 3 and jobs.get("aggregate") == 1 and "train" not in jobs  # the robust set may change
 
 
 def test_feasibility_change_reruns_the_probes_not_training(workflow):
     config = yaml.safe_load(yaml.safe_dump(TINY))
     config["probes"]["criticality"]["feasibility"] = {"tolerance": "absolute", "measure": "error", "value": 0.5}
     jobs = planned_jobs(snakemake(workflow, config, "-n"))  # the σ search applies it while probing
-    assert jobs.get("probe") == 2 and jobs.get("aggregate") == 1 and jobs.get("criticality_figure") == 2
+    assert jobs.get("probe") == 3 and jobs.get("aggregate") == 1 and jobs.get("criticality_figure") == 3
     assert not {"train", "data"} & set(jobs)
+
+
+def test_configuration_name_change_reruns_no_training_or_probe(workflow):
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    for fcn in config["runs"][:2]:
+        fcn["configuration"] = "tiny-fcn"
+    jobs = planned_jobs(snakemake(workflow, config, "-n"))
+    assert jobs.get("aggregate") == 1 and jobs.get("configuration_robustness_figure") == 4
+    assert not {"train", "probe", "data"} & set(jobs)
 
 
 def test_training_change_retrains_that_run_only(workflow):
     config = yaml.safe_load(yaml.safe_dump(TINY))
-    config["runs"][1]["train"]["lr"] = 0.02
+    config["runs"][2]["train"]["lr"] = 0.02  # vgg
     jobs = planned_jobs(snakemake(workflow, config, "-n"))
     assert jobs.get("train") == 1 and jobs.get("probe") == 1 and "data" not in jobs
 
 
 def test_rerunning_everything_gives_identical_tables_and_checkpoints(workflow):
-    names = ("robustness.csv", "distances.csv", "criticality.csv", "criticality_refined.csv", "units.csv")
+    names = (
+        "robustness.csv",
+        "distances.csv",
+        "criticality.csv",
+        "criticality_refined.csv",
+        "units.csv",
+        "configurations.csv",
+    )
     before = {name: (workflow / "results/tables" / name).read_bytes() for name in names}
     manifests = {p: p.read_bytes() for p in workflow.glob("results/runs/*/checkpoints/manifest.json")}
     result = snakemake(workflow, TINY, "--cores", "2", "--forceall")
@@ -214,7 +267,14 @@ def sharded(tmp_path_factory):
 def test_sharded_tables_equal_the_unsharded_ones(workflow, sharded):
     """Two runs, every probe kind, 7 shards a run, merged back: the same bytes as one probe job a run."""
     assert len(list((sharded / "results/runs/fcn/probes/shards").glob("*.csv"))) == 7
-    for name in ("robustness.csv", "distances.csv", "criticality.csv", "criticality_refined.csv", "units.csv"):
+    for name in (
+        "robustness.csv",
+        "distances.csv",
+        "criticality.csv",
+        "criticality_refined.csv",
+        "units.csv",
+        "configurations.csv",
+    ):
         assert (sharded / "results/tables" / name).read_bytes() == (workflow / "results/tables" / name).read_bytes()
 
 
@@ -223,7 +283,7 @@ def test_editing_one_kind_reruns_only_its_shards(sharded):
     config["probes"]["interpolate"]["alphas"] = 3
     result = snakemake(sharded, config, "-n")
     jobs = planned_jobs(result)
-    assert jobs["probe_shard"] == 4 and jobs["merge_shards"] == 2 and "train" not in jobs  # interpolate.{0,1} x 2 runs
+    assert jobs["probe_shard"] == 6 and jobs["merge_shards"] == 3 and "train" not in jobs  # interpolate.{0,1} x 3 runs
     rerun = set(re.findall(r"output: results/runs/\w+/probes/shards/([\w.+-]+)\.csv", result.stdout))
     assert rerun == {"interpolate.0", "interpolate.1"}
 
@@ -275,9 +335,9 @@ def test_nested_command_line_values_are_typed_by_the_schema(workflow):
     assert planned_jobs(snakemake(workflow, TINY, "-n", "--config", *same)) == {}
     other = ["probes={rerandomize: {enabled: true, draws: 6, seed: 0}, criticality: {sigmas: [0.05, 0.4]}}"]
     jobs = planned_jobs(snakemake(workflow, TINY, "-n", "--config", *other))
-    assert jobs["probe"] == 2 and "train" not in jobs
+    assert jobs["probe"] == 3 and "train" not in jobs
     off = planned_jobs(snakemake(workflow, TINY, "-n", "--config", "probes={criticality: {enabled: false}}"))
-    assert off["probe"] == 2 and "criticality_figure" not in off
+    assert off["probe"] == 3 and "criticality_figure" not in off
     bad = snakemake(workflow, TINY, "-n", "--config", "probes={rerandomize: {draws: six}}")
     assert bad.returncode != 0 and "probes.rerandomize.draws: 'six' is not of type 'integer'" in bad.stderr
 
@@ -336,15 +396,17 @@ def test_local_profile_plans_the_default_config_with_its_resources(tmp_path):
 
 def test_a_cuda_run_asks_for_a_gpu_and_a_cpu_run_for_none(tmp_path):
     config = yaml.safe_load(yaml.safe_dump(TINY))
-    config["runs"][0]["train"]["device"] = "cuda"
+    for fcn in config["runs"][:2]:  # both seeds of configuration fcn
+        fcn["train"]["device"] = "cuda"
     config["engine"] = {"device": "cpu"}
     result = snakemake(tmp_path, config, "-n", "--cores", "1", "-p")
     gpu = {}
     for block in re.split(r"\n(?=rule \w+:)", result.stdout + result.stderr):
-        job = re.match(r"rule (train|probe):.*?wildcards: run=(\w+).*?resources: ([^\n]*)", block, re.S)
+        job = re.match(r"rule (train|probe):.*?wildcards: run=([\w.-]+).*?resources: ([^\n]*)", block, re.S)
         if job:
             gpu[job.group(1), job.group(2)] = dict(i.split("=", 1) for i in job.group(3).split(", "))["gpu"]
-    assert gpu[("train", "fcn")] == "1" and gpu[("probe", "fcn")] == gpu[("probe", "vgg")] == "0"
+    assert gpu[("train", "fcn")] == gpu[("train", "fcn-s1")] == "1" and gpu[("train", "vgg")] == "0"
+    assert gpu[("probe", "fcn")] == gpu[("probe", "vgg")] == "0"
 
 
 @pytest.mark.skipif(
@@ -372,7 +434,11 @@ def test_aggregation_and_figures_are_local_rules(tmp_path):
             config_settings=ConfigSettings(configfiles=[tmp_path / "config.yaml"]),
         )
         local = set(parsed._workflow._localrules)  # the set Snakemake's executors consult
-    figures = {f"{name}_figure" for name in ("robustness", "distance", "interpolation", "criticality", "joint")}
+    figures = {
+        f"{name}_figure"
+        for name in ("robustness", "distance", "interpolation", "criticality", "joint")
+        + ("configuration_robustness", "sweep_categories", "sweep_robustness")
+    }
     assert {"download", "aggregate", *figures} == local
 
 
@@ -384,6 +450,6 @@ def test_resources_change_reruns_nothing(workflow):
 
 def test_recipe_change_retrains(workflow):
     config = yaml.safe_load(yaml.safe_dump(TINY))
-    config["runs"][0]["train"]["recipe"] = "cifar-sgd"
+    config["runs"][2]["train"]["recipe"] = "cifar-sgd"  # vgg
     jobs = planned_jobs(snakemake(workflow, config, "-n"))
     assert jobs.get("train") == 1 and jobs.get("probe") == 1

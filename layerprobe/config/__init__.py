@@ -7,7 +7,8 @@ Errors name the key (e.g. `runs[0].train.lr`) and what is allowed, and are raise
 Modules: `schema` (the JSON Schema, defaults, key paths, --config strings), `checks` (validate: the
 schema then the cross-checks), `datasets` and `recipes` (the built-in declarations and named recipes,
 and how a config's own lay over them), `values` (grids, sizes, epochs read from settings),
-`resources` (what a job asks of the machine), `merge`.
+`resources` (what a job asks of the machine), `merge`, `configurations` (the runs that differ only in
+seed) and `sweeps` (configurations along axes of capacity).
 """
 
 from layerprobe.config.checks import SPLITS, validate

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from layerprobe.config import datasets, recipes
+from layerprobe.config import configurations, datasets, recipes, sweeps
 from layerprobe.config.schema import SCHEMA, ConfigError, coerce_strings, load_schema, probe_kinds, problems
 from layerprobe.config.values import checkpoint_epochs
 
@@ -37,7 +37,8 @@ def validate(config: dict, schema_path: str | Path = SCHEMA, *, given: dict | No
 
 def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
     """Unique run names, recipes that resolve, epochs within each run's training length, probe settings
-    that fit together. Resolves every run's `train` to its recipe's full settings (recipes) in place."""
+    that fit together, runs that form configurations, sweeps that can be drawn. Resolves every run's
+    `train` to its recipe's full settings (recipes) in place."""
     messages, seen = _dataset_checks(config), set()
     probes = config["probes"]
     if not any(probes[kind]["enabled"] for kind in kinds):
@@ -72,6 +73,9 @@ def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
             messages.append(f"runs[{i}].checkpoints: {err}")
     # What the probe kinds ask of each run (unit names, the joint checkpoints) is checked with the
     # kinds' own checks, by layerprobe.validation.settings, once these pass.
+    if not messages:  # configurations compare the resolved settings
+        messages += configurations.problems(config["runs"])
+        messages += sweeps.problems(config)
     return messages
 
 

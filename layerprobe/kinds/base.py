@@ -88,18 +88,22 @@ class Refine:
 
 @dataclass(frozen=True)
 class Figure:
-    """One figure per run: results/figures/{run}/{pattern}.{png,pdf}, drawn by rule {rule}_figure."""
+    """One figure per run (or per configuration, or per sweep: `over`), drawn by rule {rule}_figure:
+    results/figures/{run}/{pattern}.{png,pdf}, .../configurations/{configuration}/..., .../sweeps/{sweep}/...."""
 
     rule: str  # the rule's name less "_figure", e.g. "robustness"
     pattern: str  # the file stem with its wildcards, e.g. "robustness_{split}"
-    table: str  # the aggregated table it reads (robustness, distances, or a kind's Table)
-    draw: Callable[..., Any]  # (table, run, *more, **wildcards) -> matplotlib Figure
+    table: str  # the aggregated table it reads (robustness, distances, units, or a kind's Table)
+    # (table, subject, *more, **wildcards) -> matplotlib Figure; the subject is the run's name, or the
+    # configuration {"name", "runs"}, or the sweep (config.sweeps.resolve)
+    draw: Callable[..., Any]
     caption: str  # file under report/
     category: str  # the report's category
     label: str  # the report's label of one figure, with the same wildcards, e.g. "{split} error"
     values: Callable[[dict], dict[str, list]] = lambda probes: {}  # each wildcard's values, from `probes`
     categories: bool = False  # whether `draw` also takes the config's `categories` section (categories=...)
-    more: tuple[str, ...] = ()  # further tables it reads, passed to `draw` after the run
+    more: tuple[str, ...] = ()  # further tables it reads, passed to `draw` after the subject
+    over: str = "run"  # what one figure is of: "run", "configuration" (runs across seeds) or "sweep"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 τ = 0 is re-initialization proper; τ > 0 rewinds the unit to a checkpoint. Its rows give units.csv
 each unit's error and error increase (with its 95% interval) at τ = 0, the unit's category, decided
-on that interval, and its rewind point; the robustness heatmap shows them.
+on that interval, and its rewind point; the robustness heatmap shows them, per run and averaged over
+each configuration's seeds, and the sweeps' figures draw the categories along the axes.
 """
 
 from __future__ import annotations
@@ -96,9 +97,63 @@ ROBUSTNESS_FIGURE = Figure(
     categories=True,  # the rewind points and the cells in doubt are marked against its thresholds
 )
 
+
+def draw_configuration(table, configuration, split):
+    from layerprobe.results import figures
+
+    return figures.configuration_heatmap(table, configuration, split)
+
+
+def draw_sweep_categories(table, sweep):
+    from layerprobe.results import figures
+
+    return figures.sweep_categories(table, sweep)
+
+
+def draw_sweep_heatmaps(table, sweep, split):
+    from layerprobe.results import figures
+
+    return figures.sweep_heatmaps(table, sweep, split)
+
+
+# Across seeds: the heatmap of each configuration, averaged over its seeds; and for each sweep (the
+# paper's F5-F7) the fractions of robust and critical units along its axes and its grid of heatmaps.
+CONFIGURATION_FIGURE = Figure(
+    rule="configuration_robustness",
+    pattern="robustness_{split}",
+    table="robustness",
+    draw=draw_configuration,
+    caption="configuration_robustness.rst",
+    category="Configurations",
+    label="{split} error, mean over seeds",
+    values=lambda probes: {"split": probes["splits"]},
+    over="configuration",
+)
+SWEEP_CATEGORIES_FIGURE = Figure(
+    rule="sweep_categories",
+    pattern="categories",
+    table="units",
+    draw=draw_sweep_categories,
+    caption="sweep_categories.rst",
+    category="Sweeps",
+    label="robust and critical units",
+    over="sweep",
+)
+SWEEP_HEATMAPS_FIGURE = Figure(
+    rule="sweep_robustness",
+    pattern="robustness_{split}",
+    table="robustness",
+    draw=draw_sweep_heatmaps,
+    caption="sweep_robustness.rst",
+    category="Sweeps",
+    label="{split} error per model",
+    values=lambda probes: {"split": probes["splits"]},
+    over="sweep",
+)
+
 KIND = ProbeKind(
     name="reinit",
     variants=variants,
     summary=Summary(measures=MEASURES, verdicts=VERDICTS, compute=summary),
-    figures=(ROBUSTNESS_FIGURE,),
+    figures=(ROBUSTNESS_FIGURE, CONFIGURATION_FIGURE, SWEEP_CATEGORIES_FIGURE, SWEEP_HEATMAPS_FIGURE),
 )

@@ -15,6 +15,10 @@ Figures:
 * ``criticality_grid``: per unit, the alpha x sigma grid of module criticality
   (Chatterji et al. 2020), read from the criticality table, with the refined search's
   σ*(α) curve over it (the refined table).
+* ``configuration_heatmap``: the robustness heatmap averaged over a configuration's seeds.
+* ``sweep_categories``: the fraction of robust and of critical units against each axis of a sweep
+  (paper F5-F7), with 95% intervals across seeds; ``sweep_heatmaps``: one small seed-mean
+  heatmap per configuration of the sweep, laid out by its axes.
 
 The data helpers (``heatmap_matrix``, ``joint_matrix``, ``interpolation_matrix``,
 ``criticality_panels``, ``refined_curves``, ``network_criticality``) do all of the data work (selection,
@@ -39,6 +43,7 @@ from matplotlib.patches import Rectangle
 
 from layerprobe.base.atomic import atomic_path
 from layerprobe.base.names import FULLMODEL
+from layerprobe.results import across_seeds
 from layerprobe.results.categories import rewind_point
 
 RERND = "ReRnd"
@@ -666,6 +671,119 @@ def _criticality_condition(rows: pd.DataFrame) -> str:
         return ""
     split = f"{split} " if split is not None else ""
     return f"feasible: mean {split}{measure} over noise samples ≤ {float(threshold):.3g}"
+
+
+# ---------------------------------------------------------------------------
+# Across seeds: configurations and sweeps
+# ---------------------------------------------------------------------------
+# A configuration is {"name", "runs"}; a sweep {"name", "axes", "points": [{"configuration", "runs",
+# "values": {axis: value}}]} (layerprobe.config.configurations, layerprobe.config.sweeps).
+
+SWEEP_CATEGORIES = ("robust", "critical")
+
+
+def configuration_matrix(table: pd.DataFrame, runs: Sequence[str], split: str) -> pd.DataFrame:
+    """The robustness heatmap's matrix averaged over the runs (seeds) of a configuration."""
+    return across_seeds.mean_heatmap([heatmap_matrix(table, run, "error", split=split) for run in runs])
+
+
+def configuration_heatmap(table: pd.DataFrame, configuration: dict, split: str) -> Figure:
+    """The robustness heatmap of a configuration: each cell the mean over its seeds."""
+    runs = configuration["runs"]
+    return _heatmap(configuration_matrix(table, runs, split), cmap=colormaps[ERROR_CMAP], norm=Normalize(0.0, 1.0),
+                    title=f"{configuration['name']}: {split} error after resetting each unit, mean over {_seeds(runs)}",
+                    colorbar_label=f"mean {split} error")
+
+
+def _seeds(runs: Sequence[str]) -> str:
+    return f"{len(runs)} seed" + ("s" if len(runs) != 1 else "")
+
+
+def sweep_fractions(units: pd.DataFrame, sweep: dict) -> pd.DataFrame:
+    """One row per point of the sweep: its axis values, then across_seeds.category_fractions of the
+    robust and critical units."""
+    points = sweep["points"]
+    fractions = across_seeds.category_fractions(units, {p["configuration"]: p["runs"] for p in points},
+                                                SWEEP_CATEGORIES)
+    axes = pd.DataFrame([p["values"] for p in points], columns=sweep["axes"])
+    return pd.concat([axes, fractions], axis=1)
+
+
+def sweep_categories(units: pd.DataFrame, sweep: dict) -> Figure:
+    """The fraction of robust (top) and critical (bottom) units against each axis (columns), one line
+    per value of the other axes; bars are 95% intervals across seeds (none where a point has one seed)."""
+    data = sweep_fractions(units, sweep)
+    axes = sweep["axes"]
+    fig = Figure(figsize=(max(3.8 * len(axes) + 1.6, 6.0), 5.6), layout="constrained")
+    panels = fig.subplots(len(SWEEP_CATEGORIES), len(axes), squeeze=False)
+    for col, axis in enumerate(axes):
+        others = [a for a in axes if a != axis]
+        ticks = sorted(data[axis].unique())
+        lines = list(data.groupby(others, sort=True)) if others else [((), data)]
+        for k, (key, points) in enumerate(lines):
+            points = points.sort_values(axis)
+            # Lines side by side around each tick, so their interval bars do not hide one another.
+            dodge = 0.08 * (k - (len(lines) - 1) / 2)
+            x = np.array([ticks.index(v) for v in points[axis]], dtype=float) + dodge
+            label = ", ".join(f"{a} = {v:g}" for a, v in zip(others, key if isinstance(key, tuple) else (key,)))
+            for row, category in enumerate(SWEEP_CATEGORIES):
+                ax = panels[row, col]
+                mean = points[f"{category}_mean"].to_numpy(dtype=float)
+                low, high = (points[f"{category}_{s}"].to_numpy(dtype=float) for s in ("low", "high"))
+                (line,) = ax.plot(x, mean, marker="o", markersize=4, linewidth=1.2, label=label or None, gid="mean")
+                bars = ~np.isnan(low)
+                if bars.any():
+                    ax.errorbar(x[bars], mean[bars], yerr=[mean[bars] - low[bars], high[bars] - mean[bars]],
+                                fmt="none", ecolor=line.get_color(), capsize=3, linewidth=1)
+        for row, category in enumerate(SWEEP_CATEGORIES):
+            ax = panels[row, col]
+            ax.set_xticks(range(len(ticks)), [f"{v:g}" for v in ticks], fontsize=_FONT_SIZE)
+            ax.set_xlim(-0.4, len(ticks) - 0.6)
+            ax.set_ylim(-0.03, 1.03)  # fractions: fixed, so sweeps compare
+            ax.set_xlabel(axis)
+            ax.set_ylabel(f"fraction of units {category}")
+            ax.grid(alpha=0.3)
+            if others:
+                ax.legend(fontsize=_FONT_SIZE - 1, frameon=False)
+    fig.suptitle(f"sweep {sweep['name']}: units robust and critical to re-initialization\n"
+                 "mean over seeds; bars: 95% interval across seeds", fontsize=_FONT_SIZE + 2)
+    return fig
+
+
+def sweep_heatmaps(table: pd.DataFrame, sweep: dict, split: str) -> Figure:
+    """One small seed-mean robustness heatmap per configuration of the sweep: rows by the first axis,
+    columns by the others (one row for a sweep of one axis); a shared 0-1 colour scale."""
+    axes, points = sweep["axes"], sweep["points"]
+    row_axis, column_axes = (None, axes) if len(axes) == 1 else (axes[0], axes[1:])
+    row_values = sorted({p["values"][row_axis] for p in points}) if row_axis else [None]
+    column_values = sorted({tuple(p["values"][a] for a in column_axes) for p in points})
+    fig = Figure(figsize=(2.7 * len(column_values) + 1.2, 2.6 * len(row_values) + 0.8), layout="constrained")
+    grid = fig.subplots(len(row_values), len(column_values), squeeze=False)
+    cmap, norm = colormaps[ERROR_CMAP].with_extremes(bad="lightgrey"), Normalize(0.0, 1.0)
+    placed = {(row_values.index(p["values"][row_axis]) if row_axis else 0,
+               column_values.index(tuple(p["values"][a] for a in column_axes))): p for p in points}
+    image = None
+    for (i, j), ax in np.ndenumerate(grid):
+        if (i, j) not in placed:
+            ax.remove()  # no configuration at this point of the grid
+            continue
+        point = placed[i, j]
+        matrix = configuration_matrix(table, point["runs"], split)
+        shown = matrix.T if should_transpose(matrix) else matrix
+        image = ax.imshow(np.ma.masked_invalid(shown.to_numpy(dtype=float)), cmap=cmap, norm=norm, aspect="auto")
+        ax.set_xticks(range(shown.shape[1]), [str(c) for c in shown.columns], fontsize=_FONT_SIZE - 3,
+                      rotation=90 if shown is not matrix else 0)
+        ax.set_yticks(range(shown.shape[0]), [str(r) for r in shown.index], fontsize=_FONT_SIZE - 3)
+        ax.tick_params(length=0)
+        _separate_special_cells(ax, shown, shown is not matrix, colour="white")
+        values = ", ".join(f"{a} = {point['values'][a]:g}" for a in axes)
+        ax.set_title(f"{point['configuration']} ({values}; {_seeds(point['runs'])})", fontsize=_FONT_SIZE - 1)
+    fig.suptitle(f"sweep {sweep['name']}: {split} error after resetting each unit, mean over seeds",
+                 fontsize=_FONT_SIZE + 2)
+    if image is not None:
+        fig.colorbar(image, ax=[ax for ax in grid.flat if ax in fig.axes],
+                     label=f"mean {split} error", fraction=0.04, pad=0.02)
+    return fig
 
 
 # ---------------------------------------------------------------------------
