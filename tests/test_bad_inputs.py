@@ -218,6 +218,7 @@ def edited(change):
 CONFIG_CASES = [
     (
         "a misspelled unit in joint_groups",
+        # one seed of a configuration edited: the typo is named, before that the seeds now differ
         lambda c: c["runs"][0].update(joint_groups={"both": ["layer1", "layer9"]}),
         ["runs[0].joint_groups.both", "['layer9']", "units: layer1, layer2"],
     ),
@@ -228,8 +229,8 @@ CONFIG_CASES = [
     ),
     (
         "a misspelled unit of a conv net",
-        lambda c: c["runs"][1].update(joint_groups={"top": ["stage1.block1", "fc9"]}),
-        ["runs[1].joint_groups.top", "['fc9']", "units: stage1.block1, fc1, final_linear"],
+        lambda c: c["runs"][2].update(joint_groups={"top": ["stage1.block1", "fc9"]}),
+        ["runs[2].joint_groups.top", "['fc9']", "units: stage1.block1, fc1, final_linear"],
     ),
     (
         "a joint checkpoint beyond training",
@@ -243,7 +244,7 @@ CONFIG_CASES = [
     ),
     ("an unknown top-level key", lambda c: c.update(probe={}), ["'probe' was unexpected"]),
     ("a misspelled training key", lambda c: c["runs"][0]["train"].update(learning_rate=0.1), ["runs[0].train"]),
-    ("an unknown dataset", lambda c: c["runs"][1].update(dataset="digitz"), ["runs[1].dataset", "digitz"]),
+    ("an unknown dataset", lambda c: c["runs"][2].update(dataset="digitz"), ["runs[2].dataset", "digitz"]),
     ("an unknown split", lambda c: c["probes"].update(splits=["test", "valid"]), ["probes", "valid"]),
     ("a subset of an unknown split", lambda c: c["probes"].update(subset={"valid": 10}), ["probes.subset", "valid"]),
 ]
@@ -337,6 +338,7 @@ def test_the_data_rule_refuses_an_empty_split_and_writes_nothing(tmp_path):
     files_ = {role: {"urls": [(mirror / role).as_uri()], "sha256": sha256_bytes(d)} for role, d in raw.items()}
     config = {**TEST_CONFIG, "datasets": {"tiny_idx": {"format": "idx", "num_classes": 4, "files": files_}}}
     config["runs"] = [{**TEST_CONFIG["runs"][0], "dataset": "tiny_idx"}]
+    config.pop("sweeps")  # one run: nothing to sweep
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
@@ -373,6 +375,7 @@ def test_a_manifest_write_a_kill_interrupted_is_cleaned_up_on_the_next_run(tmp_p
 LONG_TRAINING = {
     **TEST_CONFIG,
     "runs": [{**TEST_CONFIG["runs"][0], "train": {**TEST_CONFIG["runs"][0]["train"], "epochs": 40}}],
+    "sweeps": [],  # one run: nothing to sweep
     "engine": {"ops": "off"},
 }
 

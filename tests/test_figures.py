@@ -778,7 +778,7 @@ def test_pyscripts_write_the_rule_outputs(tmp_path, monkeypatch, probes, critica
     stand_in = SimpleNamespace(
         input=paths,
         log=[str(tmp_path / "job.log")],
-        params=SimpleNamespace(figure=figure),
+        params=SimpleNamespace(figure=figure, subject="mlp_s0", categories=None),
         output=SimpleNamespace(png=str(tmp_path / "fig.png"), pdf=str(tmp_path / "fig.pdf")),
         wildcards=Wildcards(run="mlp_s0", **({} if figure == "criticality" else {"split": "test"})),
     )

@@ -15,11 +15,14 @@ from layerprobe.config.values import checkpoint_epochs
 SPLITS = ("test", "train")  # the splits of every dataset the workflow prepares
 
 
-def validate(config: dict, schema_path: str | Path = SCHEMA, *, given: dict | None = None) -> dict:
+def validate(
+    config: dict, schema_path: str | Path = SCHEMA, *, given: dict | None = None, across_runs: bool = True
+) -> dict:
     """A validated copy of `config` with every default filled in; ConfigError lists what is wrong.
 
     `given`: the values set on the command line (Snakemake's --config), whose strings are read by
-    the types the schema wants (schema.coerce_strings).
+    the types the schema wants (schema.coerce_strings). `across_runs` False leaves out the checks of
+    runs against each other (`across_runs_problems`), for a caller that first checks each run further.
     """
     config = copy.deepcopy(config)
     schema = load_schema(schema_path)
@@ -30,15 +33,22 @@ def validate(config: dict, schema_path: str | Path = SCHEMA, *, given: dict | No
     messages = problems(schema, config)
     if not messages:
         messages = _cross_checks(config, probe_kinds(schema))
+    if not messages and across_runs:  # configurations compare the resolved settings
+        messages = across_runs_problems(config)
     if messages:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages))
     return config
 
 
+def across_runs_problems(config: dict) -> list[str]:
+    """What a validated config's runs must satisfy together: runs that form configurations (differing
+    only in seed), sweeps that can be drawn."""
+    return configurations.problems(config["runs"]) + sweeps.problems(config)
+
+
 def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
     """Unique run names, recipes that resolve, epochs within each run's training length, probe settings
-    that fit together, runs that form configurations, sweeps that can be drawn. Resolves every run's
-    `train` to its recipe's full settings (recipes) in place."""
+    that fit together. Resolves every run's `train` to its recipe's full settings (recipes) in place."""
     messages, seen = _dataset_checks(config), set()
     probes = config["probes"]
     if not any(probes[kind]["enabled"] for kind in kinds):
@@ -73,9 +83,6 @@ def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
             messages.append(f"runs[{i}].checkpoints: {err}")
     # What the probe kinds ask of each run (unit names, the joint checkpoints) is checked with the
     # kinds' own checks, by layerprobe.validation.settings, once these pass.
-    if not messages:  # configurations compare the resolved settings
-        messages += configurations.problems(config["runs"])
-        messages += sweeps.problems(config)
     return messages
 
 

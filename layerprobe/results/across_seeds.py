@@ -75,7 +75,7 @@ def configurations_table(units: pd.DataFrame, configurations: dict[str, list[str
             row = {"configuration": name, "runs": " ".join(map(str, seeds["run"])), "seeds": len(seeds)}
             row.update(seeds.iloc[0][DESCRIPTION].to_dict())
             for column in summarized:
-                values = [float(v) for v in pd.to_numeric(seeds[column], errors="coerce")]
+                values = pd.to_numeric(seeds[column], errors="coerce").astype(float).tolist()  # a missing value: NaN
                 row.update(zip([f"{column}_{s}" for s in STATISTICS], interval(values)))
             counted = seeds["category"].value_counts() if "category" in seeds else {}
             row.update({f"seeds_{c}": int(counted.get(c, 0)) for c in CATEGORY_NAMES})

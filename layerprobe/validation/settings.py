@@ -14,19 +14,22 @@ from pathlib import Path
 
 from layerprobe import kinds
 from layerprobe.config import SCHEMA, ConfigError, files, validate
+from layerprobe.config.checks import across_runs_problems
 from layerprobe.kinds import Context
 
 
 def validated(config: dict, schema_path: str | Path = SCHEMA, *, given: dict | None = None) -> dict:
     """`config` validated (layerprobe.config.validate), then every enabled kind's check run on every run
-    whose units the model settings tell (config.shapes): unit names, checkpoints asked for. One
+    whose units the model settings tell (config.shapes): unit names, checkpoints asked for; then the
+    runs against each other (configurations, sweeps), so that a run's own mistake is named first. One
     ConfigError lists every problem, each under its key path."""
-    config = validate(config, schema_path, given=given)
+    config = validate(config, schema_path, given=given, across_runs=False)
     messages = []
     for i, run in enumerate(config["runs"]):
         context = kinds.planning_context(run, config)
         if context is not None:
             messages += [m for m in run_problems(context, f"runs[{i}]", run["name"]) if m not in messages]
+    messages = messages or across_runs_problems(config)
     if messages:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages))
     return config
