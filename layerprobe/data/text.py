@@ -1,0 +1,73 @@
+"""Text corpora for sequence models: documents → byte-level tokens → fixed-length sequences.
+
+A corpus is a list of named documents. Documents, not sequences, are split into train and test, so
+no test sequence shares text with a training one. The byte-level tokenizer is UTF-8 itself (a
+vocabulary of 256, no dependency, nothing to train or store). The embedded corpus is the standard
+library's pydoc topics (`pydoc_data.topics`, about 0.46 M characters of real English prose and code
+in 79 documents), so the default needs no download.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from layerprobe.base.seeds import derive_seed
+
+BYTE_VOCABULARY = 256
+SEPARATOR = b"\n\n"  # between documents: a paragraph break, so no byte is reserved for it
+
+
+def embedded_documents() -> list[tuple[str, str]]:
+    """The pydoc topics as (name, text) documents, in name order."""
+    from pydoc_data.topics import topics
+
+    return sorted(topics.items())
+
+
+def decode(data: bytes, where: str) -> str:
+    """`data` as UTF-8, strictly: a ValueError naming `where` and the first bad byte's offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where}: not UTF-8 text (byte {err.start}: {data[err.start : err.start + 1]!r})") from err
+
+
+def split_documents(
+    documents: list[tuple[str, str]], test_fraction: float, seed: int, where: str = "corpus"
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Train and test documents: ordered by a seeded hash of their names (stable across platforms and
+    independent of the input order), the first ⌈test_fraction · n⌉ go to test. Both splits are non-empty."""
+    texts = [(name, text) for name, text in documents if text.strip()]
+    if len(texts) < 2:
+        raise ValueError(f"{where}: {len(texts)} non-empty document(s); a train and a test split need at least 2")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"{where}: test_fraction {test_fraction} must lie strictly between 0 and 1")
+    names = [name for name, _ in texts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: document names repeat; each document needs its own name")
+    ordered = sorted(texts, key=lambda d: (derive_seed("text split", seed, d[0]), d[0]))
+    n_test = min(len(ordered) - 1, max(1, math.ceil(len(ordered) * test_fraction)))
+    return sorted(ordered[n_test:]), sorted(ordered[:n_test])
+
+
+def byte_tokens(documents: list[tuple[str, str]]) -> torch.Tensor:
+    """The documents' UTF-8 bytes joined by SEPARATOR, as one uint8 token array."""
+    joined = SEPARATOR.join(text.encode("utf-8") for _, text in documents)
+    return torch.frombuffer(bytearray(joined), dtype=torch.uint8).clone()
+
+
+def sequences(tokens: torch.Tensor, context: int, where: str = "corpus") -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets, (N, context) int64 each: consecutive windows of context + 1
+    tokens with stride `context`, so every token but the first is predicted exactly once; the tail
+    shorter than a window is dropped."""
+    if context < 1:
+        raise ValueError(f"{where}: context {context} must be at least 1")
+    n = (len(tokens) - 1) // context
+    if n < 1:
+        raise ValueError(f"{where}: {len(tokens)} tokens hold no sequence of context {context} (need {context + 1})")
+    windows = tokens[: n * context + 1].long()
+    inputs = windows[:-1].reshape(n, context)
+    targets = windows[1:].reshape(n, context)
+    return inputs, targets
