@@ -72,6 +72,11 @@ FACTORIES = {
     "vgg_bn": lambda: models.vgg((1, 8, 8), 10, stages=[[4], [6, 6]], fc=[12], batch_norm=True),
     "residual_chain": residual_chain,
     "own_net": OwnNet,
+    "transformer_lm": lambda: models.MODELS["transformer_lm"]((12,), 16, layers=2, width=16, heads=2),
+    "transformer_lm_sublayers": lambda: models.MODELS["transformer_lm"](
+        (12,), 16, layers=1, width=16, heads=4, units="sublayers"
+    ),
+    "vit": lambda: models.MODELS["vit"]((1, 8, 8), 10, patch=4, layers=2, width=16, heads=2),
 }
 
 
@@ -92,8 +97,12 @@ def setting(name, dtype=torch.float64):
     checkpoints = {epoch: randomized(epoch + 100) for epoch in (0, 1, 5)}
     draws = {k: randomized(k + 200) for k in range(2)}
     model = factory().to(dtype)
-    x = torch.randn(150, 1, 8, 8, generator=generator, dtype=dtype)
-    y = torch.randint(0, 10, (150,), generator=generator)
+    if name.startswith("transformer_lm"):  # token ids in, a next token per position out
+        x = torch.randint(0, 16, (150, 12), generator=generator)
+        y = torch.randint(0, 16, (150, 12), generator=generator)
+    else:
+        x = torch.randn(150, 1, 8, 8, generator=generator, dtype=dtype)
+        y = torch.randint(0, 10, (150,), generator=generator)
     splits = {"test": (x, y), "train": (x[:41], y[:41])}
 
     def source(key):
@@ -156,7 +165,7 @@ def test_engine_equals_reference_for_every_probe(name, bn_stats, device):
         final = next(r for r in actual if r["probe"] == "reinit" and r["checkpoint"] == 5 and r["split"] == split)
         assert final["worse"] == final["better"] == 0
         for r in (r for r in actual if r["split"] == split):
-            assert r["worse"] - r["better"] == round((r["error"] - final["error"]) * len(y)), r
+            assert r["worse"] - r["better"] == round((r["error"] - final["error"]) * y.numel()), r
 
 
 @pytest.mark.parametrize("name", ["fcn", "vgg_bn"])

@@ -1,4 +1,8 @@
-"""Classification error, loss, agreement and discordant counts of one forward function on one split."""
+"""Classification error, loss, agreement and discordant counts of one forward function on one split.
+
+A label per example (N,) is scored against logits (N, C); labels per position (N, T), as a sequence
+model's next tokens, against logits (N, T, C): every position is one prediction, so `n` counts tokens.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +26,10 @@ def classify(
     predictions, loss_sum = [], 0.0
     for start in range(0, len(x), batch_size):
         logits = forward(x[start : start + batch_size]).double()
-        loss_sum += F.cross_entropy(logits, y[start : start + batch_size], reduction="sum").item()
-        predictions.append(logits.argmax(dim=1))
+        loss_sum += cross_entropy(logits, y[start : start + batch_size], reduction="sum").item()
+        predictions.append(logits.argmax(dim=-1))
     pred = torch.cat(predictions)
-    n = len(y)
+    n = y.numel()
     paired = reference is not None
     return {
         "error": (pred != y).sum().item() / n,
@@ -36,3 +40,8 @@ def classify(
         "n": n,
         "predictions": pred,
     }
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of logits (N, ..., C) against labels (N, ...): one term per label."""
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction=reduction)

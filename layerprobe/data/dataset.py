@@ -1,7 +1,10 @@
 """Datasets as tensors: prepared once by the data rule, then loaded by training and probing.
 
-A prepared dataset is a `Dataset`: raw uint8 images (N, C, H, W) and int64 labels for a train and a
-test split, with the per-channel mean and std (from the training split) that standardize them.
+A prepared dataset is a `Dataset` of images or of token sequences, a train and a test split each.
+Images: raw uint8 (N, C, H, W) and int64 labels (N,), with the per-channel mean and std (from the
+training split) that standardize them. Token sequences (a text corpus, layerprobe.data.text): int64
+token ids (N, T) and their next tokens (N, T), one label per position, so a sequence model is scored
+per token; the ids are the model's input as they are.
 Images stay uint8 in memory and on disk (4x smaller; a large file is memory-mapped) and are
 standardized where they are used, batch by batch, on the device (`normalize`), so training and
 probing see the very same float values. The built-in `digits` is scikit-learn's bundled copy of the
@@ -30,38 +33,50 @@ Splits = Mapping[str, tuple[torch.Tensor, torch.Tensor]]  # {split name: (inputs
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    x_train: torch.Tensor  # uint8 (N, C, H, W), raw pixels
-    y_train: torch.Tensor  # int64 (N,)
+    x_train: torch.Tensor  # uint8 (N, C, H, W) raw pixels, or int64 (N, T) token ids
+    y_train: torch.Tensor  # int64 (N,) labels, or int64 (N, T) next tokens
     x_test: torch.Tensor
     y_test: torch.Tensor
-    num_classes: int
-    mean: tuple[float, ...]  # per channel, in raw pixel units
+    num_classes: int  # classes, or the tokenizer's vocabulary
+    mean: tuple[float, ...]  # per channel, in raw pixel units (none for tokens)
     std: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        for x in (self.x_train, self.x_test):
-            if x.dtype != torch.uint8 or x.dim() != 4:
+        for x, y in ((self.x_train, self.y_train), (self.x_test, self.y_test)):
+            if self.tokens:
+                if x.dim() != 2 or y.shape != x.shape:
+                    raise ValueError(f"{self.name}: token ids must be int64 (N, T) with next tokens of the same "
+                                     f"shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+            elif x.dtype != torch.uint8 or x.dim() != 4:
                 raise ValueError(f"{self.name}: images must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
-        if not len(self.mean) == len(self.std) == self.x_train.shape[1]:
-            raise ValueError(f"{self.name}: need one mean and std per channel ({self.x_train.shape[1]})")
+        channels = 0 if self.tokens else self.x_train.shape[1]
+        if not len(self.mean) == len(self.std) == channels:
+            raise ValueError(f"{self.name}: need one mean and std per channel ({channels})")
+
+    @property
+    def tokens(self) -> bool:
+        """Whether the inputs are token sequences (not images)."""
+        return self.x_train.dtype == torch.int64
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw uint8 images (on any device) as standardized float32."""
+        """Raw uint8 images (on any device) as standardized float32; token ids as they are."""
+        if self.tokens:
+            return x
         mean, std = _stats(self.mean, self.std, x.device)
         return (x.float() - mean) / std
 
     def raw(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """One split's raw uint8 images and labels."""
+        """One split's raw inputs (uint8 images, token ids) and labels."""
         if which not in SPLITS:
             raise ValueError(f"unknown split {which!r}; expected 'train' or 'test'")
         return (self.x_train, self.y_train) if which == "train" else (self.x_test, self.y_test)
 
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """One split's standardized float32 images and labels."""
+        """One split's model inputs (standardized float32 images, token ids) and labels."""
         x, y = self.raw(which)
         return self.normalize(x), y
 

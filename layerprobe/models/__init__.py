@@ -3,7 +3,9 @@
 A unit is what a probe resets (paper-notes §1): an FCN's Linear layers (layer1..layerD+1), a VGG's
 conv layers (stage{s}.block{b}, a stage ending at a max-pool) and fully connected layers (fc1, fc2,
 ..., final_linear), a ResNet's stem (stage0), each residual block as a whole (stage{s}.resblk{b})
-and final_linear. All layers keep PyTorch's default initializers. `units` finds the units of any
+and final_linear; a Transformer's embeddings (embed), each residual block (block{i}, or its
+attention and MLP with `units: sublayers`) and head. The paper's nets keep PyTorch's default
+initializers, the Transformers GPT-2's (families/transformer.py). `units` finds the units of any
 other model by a rule.
 
 This module is the registry of model families (`MODELS`): a new family is a module of its own and
@@ -21,6 +23,7 @@ from torch import nn
 from layerprobe.models.chain import UnitChain
 from layerprobe.models.families.fcn import fcn
 from layerprobe.models.families.resnet import RESNET_BLOCKS, resnet_of_depth
+from layerprobe.models.families.transformer import transformer_lm, vit
 from layerprobe.models.families.vgg import VGG_STAGES, vgg, vgg_of_depth
 
 __all__ = ["MODELS", "UnitChain", "build", "describe", "factory", "fcn", "fresh_state", "vgg"]
@@ -32,6 +35,8 @@ MODELS: dict[str, Callable[..., UnitChain]] = {
     "vgg": vgg,
     **{f"vgg{d}": vgg_of_depth(d) for d in VGG_STAGES},
     **{f"resnet{d}": resnet_of_depth(d) for d in RESNET_BLOCKS},
+    "transformer_lm": transformer_lm,
+    "vit": vit,
 }
 
 

@@ -83,7 +83,8 @@ def check_checkpoints(model: nn.Module, checkpoints: Mapping, allow_nonfinite: b
 
 
 def check_splits(splits: Mapping, allow_nonfinite: bool = False) -> None:
-    """Each split a pair (inputs, labels) of equal, non-zero length; integer labels, one per input."""
+    """Each split a pair (inputs, labels) of equal, non-zero length; integer labels, one per input (N,)
+    or one per position (N, T, ...)."""
     if not isinstance(splits, Mapping) or not splits:
         raise InputError("data: no splits given; expected {split name: (inputs, labels)} or one (inputs, labels) pair")
     shape = None
@@ -97,10 +98,10 @@ def check_splits(splits: Mapping, allow_nonfinite: bool = False) -> None:
                 raise InputError(f"{where}: {name} are a {type(value).__name__}, not a tensor")
         if len(x) == 0:
             raise InputError(f"{where}: it is empty (0 examples)")
-        if y.dim() != 1 or len(y) != len(x):
+        if y.dim() == 0 or len(y) != len(x):
             raise InputError(
                 f"{where}: {len(x)} inputs but labels of shape {tuple(y.shape)}; expected one label per input, "
-                f"shape ({len(x)},)"
+                f"shape ({len(x)},), or one per position of each input (a sequence model's next tokens)"
             )
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise InputError(f"{where}: labels are {y.dtype}; expected class indices of an integer dtype (torch.long)")
@@ -115,13 +116,14 @@ def check_splits(splits: Mapping, allow_nonfinite: bool = False) -> None:
 
 
 def check_forward(model: nn.Module, splits: Mapping, transform: Callable | None = None) -> int:
-    """One example of each split through the model: it must take them and give (1, classes) logits."""
+    """One example of each split through the model: it must take them and give (1, classes) logits,
+    or (1, T, ..., classes) for labels per position (T, ...)."""
     prepare = transform or (lambda x: x)
     was_training = model.training
     model.eval()
     classes = None
     try:
-        for split, (x, _) in splits.items():
+        for split, (x, y) in splits.items():
             try:
                 with torch.no_grad():
                     out = model(prepare(x[:1]))
@@ -131,13 +133,14 @@ def check_forward(model: nn.Module, splits: Mapping, transform: Callable | None 
                     f"data split {split!r}: the model does not take inputs of shape {tuple(x.shape[1:])} per example "
                     f"({type(err).__name__}: {first})"
                 ) from err
-            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+            positions = tuple(y.shape[1:])
+            if not isinstance(out, torch.Tensor) or tuple(out.shape[:-1]) != (1, *positions) or out.dim() < 2:
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                want = ", ".join(["1", *map(str, positions), "classes"])
                 raise InputError(
-                    f"model: on data split {split!r} it returns {got} for one example; expected logits of shape "
-                    "(1, classes)"
+                    f"model: on data split {split!r} it returns {got} for one example; expected logits of shape ({want})"
                 )
-            classes = out.shape[1]
+            classes = out.shape[-1]
     finally:
         model.train(was_training)
     return classes

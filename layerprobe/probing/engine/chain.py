@@ -59,7 +59,8 @@ def chain_batch(
         return z
 
     last = units[-1]
-    head = fused_head(modules[last.name], unit_state[last.name]) if plan.ops else None
+    # The fused head takes one label per input; labels per position (tokens) take the PyTorch path.
+    head = fused_head(modules[last.name], unit_state[last.name]) if plan.ops and y.dim() == 1 else None
     # The fused head counts a chunk itself unless the chunk resets the last unit too.
     fused = {
         tuple(c): head is not None and first != last.index and last.name not in variants[c[0]].units
@@ -87,7 +88,7 @@ def chain_batch(
             ]
             head_fused = fused[tuple(chunk_ids)]
             if head_fused and reference is None:  # one forward of the final model per batch
-                reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
+                reference = functional_call(model, dict(final), (x,)).argmax(dim=-1)
             step = plan.slices[tuple(chunk_ids)]
             for s in range(0, len(h), step):
                 z, folded = first(h[s : s + step]), False
@@ -116,7 +117,7 @@ def chain_batch(
                     block.put(chunk_ids, s, z.unflatten(0, (k, b)) if folded else z)
         h = shared(u, h)
     # The walk ends with the final model's logits: agreement is counted without a forward of its own.
-    block.reduce(y, h.argmax(dim=1), split, tallies)
+    block.reduce(y, h.argmax(dim=-1), split, tallies)
 
 
 def first_unit(

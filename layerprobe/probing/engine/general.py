@@ -28,7 +28,7 @@ def general_batch(
     bn_stats: str,
     drawn: dict | None = None,
 ) -> None:
-    reference = functional_call(model, dict(final), (x,)).argmax(dim=1)
+    reference = functional_call(model, dict(final), (x,)).argmax(dim=-1)
     block = Logits([c for chunks in plan.groups.values() for c in chunks], plan.ids, len(x))
     outside = set(final) - {k for u in units for k in u.keys}
     for chunks in plan.groups.values():

@@ -22,7 +22,7 @@ from layerprobe.data.dataset import Splits
 class Tallies:
     def __init__(self, variants: int, splits: Splits, device: torch.device):
         self.splits = {s: i for i, s in enumerate(splits)}
-        self.n = {s: len(y) for s, (_, y) in splits.items()}  # every variant sees every input
+        self.n = {s: y.numel() for s, (_, y) in splits.items()}  # every variant sees every input (or token)
         # Per split: correct, agree, worse of every variant (one tensor, so one read), and the final
         # model's own correct count in the last column.
         self.counts = torch.zeros((len(splits), 3, variants + 1), dtype=torch.int64, device=device)
@@ -58,7 +58,8 @@ class Tallies:
 
 
 class Logits:
-    """One batch's logits of many variants, written slice by slice into one (V, B, C) block.
+    """One batch's logits of many variants, written slice by slice into one (V, B, C) block, or
+    (V, B, T, C) for labels per position (a sequence model's next tokens).
 
     `chunks` are those whose logits are put, in the order the walk meets them (each chunk's rows
     consecutive); `ids` holds each chunk's variant indices on the device (Plan.ids), so the block's
@@ -71,23 +72,25 @@ class Logits:
         self.batch, self.block = batch, None
 
     def put(self, chunk: list[int], start: int, logits: torch.Tensor) -> None:
-        """The (K, b, C) logits of the chunk's variants on inputs start…start+b."""
+        """The (K, b, ..., C) logits of the chunk's variants on inputs start…start+b."""
         if self.block is None:
-            self.block = logits.new_empty((len(self.row), self.batch, logits.shape[-1]))
+            self.block = logits.new_empty((len(self.row), self.batch, *logits.shape[2:]))
         first = self.row[chunk[0]]
         self.block[first : first + len(chunk), start : start + logits.shape[1]].copy_(logits)
 
     def reduce(self, y: torch.Tensor, reference: torch.Tensor, split: str, tallies: Tallies) -> None:
         """Counts, the loss in float64 as the reference computes it; the final model's own correct
         count is tallied once per batch here, whether or not any logits were put."""
+        y, reference = y.flatten(), reference.flatten()  # one prediction per label
         right = reference == y
         tallies.add_final(split, right.sum())
         if self.block is None:
             return
-        k, b = self.block.shape[:2]
-        pred = self.block.argmax(dim=2)
+        block = self.block.flatten(1, -2)
+        k, b = block.shape[:2]
+        pred = block.argmax(dim=2)
         hit = pred == y
-        logp = torch.log_softmax(self.block.double(), dim=2)
+        logp = torch.log_softmax(block.double(), dim=2)
         nll = logp.gather(2, y.view(1, b, 1).expand(k, b, 1)).squeeze(2).sum(dim=1).neg_()
         worse = (right > hit).sum(dim=1)  # right before, wrong after
         tallies.add(split, self.ids, hit.sum(dim=1), nll, (pred == reference).sum(dim=1), worse)
