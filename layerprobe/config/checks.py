@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from layerprobe.config import configurations, datasets, recipes, sweeps
+from layerprobe.config import configurations, datasets, recipes, shapes, sweeps
 from layerprobe.config.schema import SCHEMA, ConfigError, coerce_strings, load_schema, probe_kinds, problems
 from layerprobe.config.values import checkpoint_epochs
 
@@ -81,6 +81,9 @@ def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
             checkpoint_epochs(run["checkpoints"], settings["epochs"])
         except ValueError as err:
             messages.append(f"runs[{i}].checkpoints: {err}")
+        if run["dataset"] in config["datasets"]:
+            shape = datasets.input_shape(config["datasets"][run["dataset"]])
+            messages += shapes.problems(run["model"], shape, f"runs[{i}].model", run["dataset"])
     # What the probe kinds ask of each run (unit names, the joint checkpoints) is checked with the
     # kinds' own checks, by layerprobe.validation.settings, once these pass.
     return messages

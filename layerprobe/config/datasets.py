@@ -57,10 +57,16 @@ DIGITS = 1797  # scikit-learn's bundled digits
 UNKNOWN_EXAMPLES = 10_000  # a split whose size a declaration does not give, for planning estimates
 
 
-def image_shape(declaration: dict) -> tuple[int, int, int]:
-    """The (C, H, W) of the dataset's images as the data rule will store them, known from the
-    declaration alone (an idx dataset is taken to hold MNIST's 28x28 images)."""
+TEXT_FORMATS = ("text", "lm1b")  # formats of token sequences, not images
+PYDOC_BYTES = 480_000  # about the embedded pydoc corpus's size in bytes, for planning estimates
+
+
+def input_shape(declaration: dict) -> tuple[int, ...]:
+    """The shape of one stored input, known from the declaration alone: (C, H, W) of an image (an idx
+    dataset is taken to hold MNIST's 28x28 images), (T,) of a token sequence."""
     fmt = declaration["format"]
+    if fmt in TEXT_FORMATS:
+        return (declaration["sequence_length"],)
     if fmt == "digits":
         return (1, 8, 8)
     if fmt == "cifar":
@@ -71,9 +77,16 @@ def image_shape(declaration: dict) -> tuple[int, int, int]:
 
 
 def examples(declaration: dict) -> dict[str, int]:
-    """How many images each split holds, as far as the declaration says (an estimate for planning)."""
+    """How many images (or sequences) each split holds, as far as the declaration says (an estimate for planning)."""
     if declaration["format"] == "digits":
         test = math.ceil(declaration["test_fraction"] * DIGITS)  # as scikit-learn's train_test_split rounds
         return {"train": DIGITS - test, "test": test}
+    if declaration["format"] == "text" and declaration["corpus"] == "pydoc" and not declaration.get("examples"):
+        test = math.ceil(declaration["test_fraction"] * PYDOC_BYTES)
+        tokens = {"train": PYDOC_BYTES - test, "test": test}
+        limit = declaration["max_tokens"]
+        return {
+            split: max(1, min(n, limit[split] or n) // declaration["sequence_length"]) for split, n in tokens.items()
+        }
     given = declaration.get("examples") or {}
     return {split: given.get(split, UNKNOWN_EXAMPLES) for split in ("train", "test")}

@@ -1,7 +1,7 @@
 """Named training recipes: full sets of `train` settings that a run picks by name and overrides.
 
 The built-in recipes live in `recipes.yaml` beside this file (default, mnist-sgd, cifar-sgd,
-imagenet-sgd); a config may declare more under `recipes`. A run's `train` is
+imagenet-sgd, transformer-adamw); a config may declare more under `recipes`. A run's `train` is
 `{recipe: NAME, <overrides>}`; a declared recipe may itself build on another with `recipe` (else on
 `default`). `resolve` turns either into the full, checked settings the training loop uses, and names
 every problem (an unknown recipe or key, a wrong type, milestones beyond the training length)
@@ -31,6 +31,11 @@ SETTINGS = (
     "weight_decay",
     "lr_milestones",
     "lr_gamma",
+    "optimizer",
+    "betas",
+    "schedule",
+    "warmup_steps",
+    "clip_norm",
     "augment",
     "device",
     "precision",
@@ -97,6 +102,10 @@ def problems(spec: dict | None, declared: dict | None = None, where: str = "trai
         late = [m for m in settings["lr_milestones"] if m > settings["epochs"]]
         if late:
             messages.append(f"{where}.lr_milestones: {late} lie beyond train.epochs = {settings['epochs']}")
+        if settings["optimizer"] == "adamw" and settings["nesterov"]:
+            messages.append(f"{where}.nesterov: Nesterov momentum is SGD's; optimizer is adamw")
+        if settings["schedule"] == "cosine" and settings["lr_milestones"]:
+            messages.append(f"{where}.lr_milestones: milestones are schedule multistep's; schedule is cosine")
         if settings["nesterov"] and settings["momentum"] == 0:
             messages.append(f"{where}.nesterov: Nesterov momentum needs momentum > 0")
         if settings["precision"] == "bf16" and settings["device"] == "cpu":

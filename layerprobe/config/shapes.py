@@ -1,4 +1,5 @@
-"""What a model setting will be, read without building it: its units in order, each with its multiply-adds.
+"""What a model setting will be, read without building it: its units in order, each with its multiply-adds,
+and what in it cannot be built on the dataset's inputs (a Transformer's heads, patch or context).
 
 The workflow plans with these before any torch runs (probe shards sized by their cost; unit names
 checked against the config). They are computed from the settings alone, for the built-in model
@@ -43,9 +44,41 @@ def units(spec: dict, input_shape: tuple[int, ...], num_classes: int) -> list[Un
         found = _vgg(input_shape, num_classes, VGG_STAGES[int(name[3:])], options.get("fc", [512, 512]))
     elif name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in RESNET_BLOCKS:
         found = _resnet(input_shape, num_classes, int(name[6:]), options.get("stem", "cifar"))
+    elif name == "transformer_lm":
+        found = _transformer_lm(input_shape, num_classes, **options)
+    elif name == "vit":
+        found = _vit(input_shape, num_classes, **options)
     else:
         return None
     return [UnitShape(unit, i, int(macs)) for i, (unit, macs) in enumerate(found)]
+
+
+def problems(spec: dict, input_shape: tuple[int, ...], where: str, data: str) -> list[str]:
+    """What a model setting cannot be built with on inputs of `input_shape` (from dataset `data`),
+    each message naming the key under `where`; checked before any training."""
+    name = spec["name"]
+    if name not in ("transformer_lm", "vit"):
+        return []
+    messages = []
+    width, heads = spec.get("width", 64), spec.get("heads", 2)
+    if width % heads:
+        messages.append(f"{where}.heads: {heads} heads do not divide width {width}")
+    if name == "transformer_lm":
+        if len(input_shape) != 1:
+            messages.append(f"{where}.name: transformer_lm reads token sequences; dataset {data!r} holds images")
+        elif spec.get("context") is not None and input_shape[0] > spec["context"]:
+            messages.append(
+                f"{where}.context: the model's context of {spec['context']} tokens is shorter than the "
+                f"sequences of dataset {data!r} ({input_shape[0]} tokens: datasets.{data}.sequence_length)"
+            )
+    elif len(input_shape) != 3:
+        messages.append(f"{where}.name: vit reads images; dataset {data!r} holds token sequences")
+    else:
+        _, height, side = input_shape
+        patch = spec.get("patch", 4)
+        if height != side or height % patch:
+            messages.append(f"{where}.patch: {patch} does not divide the {height}×{side} images of dataset {data!r}")
+    return messages
 
 
 def _fcn(input_shape, num_classes, depth=3, width=256):
@@ -102,3 +135,28 @@ def _resnet(input_shape, num_classes, depth, stem, width=64):
             out.append((f"stage{s}.resblk{b}", macs))
             in_channels, size = out_channels, after
     return out + [("final_linear", in_channels * num_classes)]
+
+
+def _block(tokens: int, width: int, mlp_ratio: int) -> tuple[int, int]:
+    """Multiply-adds of one residual block's attention (projections and the two T×T products) and MLP."""
+    attention = tokens * width * 3 * width + 2 * tokens * tokens * width + tokens * width * width
+    return attention, 2 * tokens * width * mlp_ratio * width
+
+
+def _blocks(tokens, layers, width, mlp_ratio, units):
+    attention, mlp = _block(tokens, width, mlp_ratio)
+    if units == "sublayers":
+        return [(f"block{i}.{part}", macs) for i in range(layers) for part, macs in (("attn", attention), ("mlp", mlp))]
+    return [(f"block{i}", attention + mlp) for i in range(layers)]
+
+
+def _transformer_lm(input_shape, num_classes, layers=2, width=64, heads=2, mlp_ratio=4, units="blocks", context=None):
+    (tokens,) = input_shape
+    return [("embed", 0), *_blocks(tokens, layers, width, mlp_ratio, units), ("head", tokens * width * num_classes)]
+
+
+def _vit(input_shape, num_classes, patch=4, layers=2, width=64, heads=2, mlp_ratio=4, units="blocks"):
+    channels, height, side = input_shape
+    patches = (height // patch) * (side // patch)
+    embed = patches * channels * patch * patch * width
+    return [("embed", embed), *_blocks(patches + 1, layers, width, mlp_ratio, units), ("head", width * num_classes)]

@@ -1,25 +1,29 @@
 """Readers of dataset formats: each turns a declaration (and its verified files) into raw tensors.
 
-A reader returns uint8 images (N, C, H, W) and int64 labels for the train and the test split; the
+An image reader returns uint8 images (N, C, H, W) and int64 labels for the train and the test split;
+a text reader, int64 token sequences (N, T) and their next tokens (N, T) (layerprobe.data.text). The
 declarations in datasets.yaml (and in a user's config) name their reader by `format`. Errors name
 the file or folder and what was expected.
 """
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import math
 import pickle
 import struct
+import tarfile
 import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
+from zlib import error as zlib_error
 
 import numpy as np
 import torch
 
-from layerprobe.data import download
+from layerprobe.data import download, text
 
 Raw = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # x_train, y_train, x_test, y_test
 
@@ -212,6 +216,67 @@ def read_imagefolder(decl: dict, files: dict[str, Path], workers: int = 1) -> Ra
     return tuple(out)
 
 
+# ---- text: documents (the embedded pydoc topics, or a folder of .txt files), split, then tokenized.
+
+
+def read_text(decl: dict, files: dict[str, Path], workers: int = 1) -> Raw:
+    if decl["corpus"] == "pydoc":
+        documents, where = text.embedded_documents(), "the pydoc corpus"
+    else:
+        documents, where = _folder_documents(decl.get("root")), str(decl["root"])
+    train, test = text.split_documents(documents, decl["test_fraction"], decl["split_seed"], where)
+    limit = decl["max_tokens"]
+    tokens = [text.byte_tokens(docs)[: limit[split]] for split, docs in (("train", train), ("test", test))]
+    return text.token_splits(*tokens, decl["sequence_length"], where)
+
+
+def _folder_documents(root: str | None) -> list[tuple[str, str]]:
+    if root is None:
+        raise ValueError("root is not set: give the folder holding the corpus's .txt documents")
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"root {folder} is not a folder")
+    paths = sorted(p for p in folder.rglob("*.txt") if p.is_file())
+    if not paths:
+        raise ValueError(f"{folder}: no .txt documents in this folder")
+    return [(str(p.relative_to(folder)), text.decode(p.read_bytes(), str(p))) for p in paths]
+
+
+# ---- lm1b: the One Billion Word benchmark (https://www.statmt.org/lm-benchmark/): a tar.gz of
+# sentence files, one tokenized news sentence per line, read as a stream (never unpacked).
+
+
+def read_lm1b(decl: dict, files: dict[str, Path], workers: int = 1) -> Raw:
+    archive = files["archive"]
+    splits = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = sorted((m for m in tar if m.isfile()), key=lambda m: m.name)
+            for split in ("train", "test"):
+                patterns = decl[f"{split}_members"]
+                chosen = [m for m in members if any(fnmatch.fnmatchcase(m.name, p) for p in patterns)]
+                if not chosen:
+                    raise ValueError(f"{archive}: no member matches {split}_members {patterns}")
+                splits[split] = _sentences(tar, chosen, decl["max_tokens"][split], archive)
+    except (tarfile.TarError, EOFError, OSError, zlib_error) as err:
+        raise ValueError(f"{archive}: not a readable tar archive ({err})") from err
+    return text.token_splits(splits["train"], splits["test"], decl["sequence_length"], str(archive))
+
+
+def _sentences(tar: tarfile.TarFile, members: list, limit: int | None, archive: Path) -> torch.Tensor:
+    """The members' sentences as byte tokens, one line each, up to `limit` tokens."""
+    parts, total = [], 0
+    for member in members:
+        data = tar.extractfile(member).read()
+        text.decode(data, f"{archive}: {member.name}")  # strictly UTF-8, or an error naming the member
+        parts.append(data if data.endswith(b"\n") or not data else data + b"\n")
+        total += len(parts[-1])
+        if limit is not None and total >= limit:
+            break
+    joined = b"".join(parts)[:limit]
+    return torch.frombuffer(bytearray(joined), dtype=torch.uint8).clone()
+
+
 class _pool:
     """map over processes when workers > 1 (decoding is CPU-bound), in order, else in this process."""
 
@@ -234,6 +299,8 @@ READERS: dict[str, tuple[Callable[..., Raw], tuple[str, ...]]] = {
     "idx": (read_idx, ("train_images", "train_labels", "test_images", "test_labels")),
     "cifar": (read_cifar, ("archive",)),
     "imagefolder": (read_imagefolder, ()),
+    "text": (read_text, ()),
+    "lm1b": (read_lm1b, ("archive",)),
 }
 
 

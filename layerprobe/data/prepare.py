@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from layerprobe.config import section
 from layerprobe.config.datasets import BUILTIN, declarations, file_roles
 from layerprobe.data import download, formats
@@ -45,11 +47,13 @@ def prepare(name: str, declaration: dict | None = None, files: dict[str, str | P
             raise ValueError(f"dataset {name!r}: its {split} split is empty (0 examples); "
                              "check its files and settings")
         if len(x) != len(y):
-            raise ValueError(f"dataset {name!r}: its {split} split has {len(x)} images but {len(y)} labels")
+            raise ValueError(f"dataset {name!r}: its {split} split has {len(x)} examples but {len(y)} labels")
         if int(y.min()) < 0 or int(y.max()) >= num_classes:
             raise ValueError(f"dataset {name!r}: {split} labels span {int(y.min())}..{int(y.max())}, "
                              f"outside 0..{num_classes - 1} (num_classes: {num_classes})")
-    if decl.get("normalization"):
+    if x_train.dtype == torch.int64:  # token ids: the model's input as they are
+        mean, std = (), ()
+    elif decl.get("normalization"):
         mean, std = tuple(decl["normalization"]["mean"]), tuple(decl["normalization"]["std"])
         if not len(mean) == len(std) == x_train.shape[1]:
             raise ValueError(f"datasets.{name}.normalization: {len(mean)} means and {len(std)} stds "

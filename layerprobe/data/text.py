@@ -1,6 +1,6 @@
 """Text corpora for sequence models: documents → byte-level tokens → fixed-length sequences.
 
-A corpus is a list of named documents. Documents, not sequences, are split into train and test, so
+A corpus is a list of named documents (a text format's reader, layerprobe.data.formats, finds them). Documents, not sequences, are split into train and test, so
 no test sequence shares text with a training one. The byte-level tokenizer is UTF-8 itself (a
 vocabulary of 256, no dependency, nothing to train or store). The embedded corpus is the standard
 library's pydoc topics (`pydoc_data.topics`, about 0.46 M characters of real English prose and code
@@ -52,9 +52,9 @@ def split_documents(
     return sorted(ordered[n_test:]), sorted(ordered[:n_test])
 
 
-def byte_tokens(documents: list[tuple[str, str]]) -> torch.Tensor:
-    """The documents' UTF-8 bytes joined by SEPARATOR, as one uint8 token array."""
-    joined = SEPARATOR.join(text.encode("utf-8") for _, text in documents)
+def byte_tokens(documents: list[tuple[str, str]], separator: bytes = SEPARATOR) -> torch.Tensor:
+    """The documents' UTF-8 bytes joined by `separator`, as one uint8 token array."""
+    joined = separator.join(text.encode("utf-8") for _, text in documents)
     return torch.frombuffer(bytearray(joined), dtype=torch.uint8).clone()
 
 
@@ -71,3 +71,13 @@ def sequences(tokens: torch.Tensor, context: int, where: str = "corpus") -> tupl
     inputs = windows[:-1].reshape(n, context)
     targets = windows[1:].reshape(n, context)
     return inputs, targets
+
+
+def token_splits(
+    train: torch.Tensor, test: torch.Tensor, context: int, where: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each split's token array cut into (inputs, next tokens), as a format's reader returns them."""
+    out = []
+    for split, tokens in (("train", train), ("test", test)):
+        out += sequences(tokens, context, f"{where} ({split} split)")
+    return tuple(out)

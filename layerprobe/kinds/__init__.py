@@ -99,7 +99,7 @@ def planning_context(run: dict, config: dict) -> Context | None:
     from layerprobe.kinds.rerandomize import draw_seeds  # here: the kind modules import this one
 
     declaration = config["datasets"][run["dataset"]]
-    shapes = unit_shapes(run["model"], declared.image_shape(declaration), declaration["num_classes"])
+    shapes = unit_shapes(run["model"], declared.input_shape(declaration), declaration["num_classes"])
     if shapes is None:
         return None
     probes, redraw = config["probes"], config["probes"]["rerandomize"]

@@ -1,11 +1,13 @@
-"""Training with SGD + momentum and a piecewise-constant learning rate, checkpointing chosen epochs.
+"""Training with SGD + momentum and a piecewise-constant learning rate (the paper's nets), or AdamW with
+warmup, cosine decay and gradient clipping (Transformers), checkpointing chosen epochs.
 
 The settings are a recipe (layerprobe.config.recipes). Epoch 0 is the exact initial model; the final epoch
 is always saved. Everything random (the initial weights, the batch order, the augmentation) comes
 from the run's seed, so a CPU run is bitwise reproducible.
 
-Batches are gathered from the raw uint8 images, moved to the device, augmented there with whole-batch
-tensor ops (layerprobe.training.augment) and standardized there; no per-sample Python runs in the loop.
+Batches are gathered from the raw uint8 images (or token sequences), moved to the device, augmented
+there with whole-batch tensor ops (layerprobe.training.augment) and standardized there; no per-sample
+Python runs in the loop. A sequence model's loss is the mean over every predicted token.
 
 A training can be killed and started again: after every epoch a resume state (weights, optimizer,
 schedule, every random generator, the log so far and a fingerprint of the settings) is written
@@ -24,13 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from layerprobe.base.atomic import atomic_path, sweep
 from layerprobe.base.device import resolve_device
-from layerprobe.base.metrics import classify
+from layerprobe.base.metrics import classify, cross_entropy
 from layerprobe.base.seeds import derive_seed
 from layerprobe.config import checkpoint_epochs, recipes
 from layerprobe.data.dataset import Dataset
@@ -175,23 +176,73 @@ def train_epoch(
     flip: bool,
     generators: dict[str, torch.Generator],
     autocast: torch.autocast,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    clip_norm: float | None = None,
 ) -> torch.Tensor:
     """One pass over the split in a random order; the mean step loss as a float64 tensor on the device.
 
     Per batch: gather the uint8 images, move them to the device, crop and flip them there, standardize,
-    one SGD step. Nothing waits on the device (the loss is summed there).
+    one optimizer step (its gradients clipped to `clip_norm` first when set; `schedule`, when given, is
+    stepped after every step). Nothing waits on the device (the loss is summed there).
     """
     total, steps = torch.zeros((), dtype=torch.float64, device=split.device), 0
     for batch in torch.randperm(len(split.x), generator=generators["order"]).split(batch_size):
         x = augment.crop_flip(split.images(batch), crop, flip, generators["augment"])
         with autocast:
-            loss = F.cross_entropy(model(split.normalize(x)), split.y[batch.to(split.device)])
+            loss = cross_entropy(model(split.normalize(x)), split.y[batch.to(split.device)])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         total += loss.detach()
         steps += 1
     return total / steps
+
+
+def _optimizer(model: nn.Module, settings: dict) -> torch.optim.Optimizer:
+    lr = recipes.effective_lr(settings)
+    if settings["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=lr,
+            momentum=settings["momentum"],
+            weight_decay=settings["weight_decay"],
+            nesterov=settings["nesterov"],
+        )
+    # Decoupled decay on matrices and embeddings only: decaying a norm's gain or a bias towards 0 only
+    # fights the model (as GPT-2 and nanoGPT train).
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": settings["weight_decay"]},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(settings["betas"]))
+
+
+def _schedule(
+    optimizer: torch.optim.Optimizer, settings: dict, total_steps: int
+) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
+    """The learning-rate schedule, and whether it is stepped per optimizer step (else per epoch).
+
+    The paper's multistep schedule without warmup stays torch's MultiStepLR, stepped per epoch, so its
+    runs train as they always did; warmup and the cosine decay are a factor of the step count."""
+    warmup, cosine = settings["warmup_steps"], settings["schedule"] == "cosine"
+    if not cosine and not warmup:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, settings["lr_milestones"], settings["lr_gamma"]), False
+    steps_per_epoch = total_steps // settings["epochs"]
+    milestones, gamma = settings["lr_milestones"], settings["lr_gamma"]
+
+    def factor(step: int) -> float:
+        rise = min(1.0, (step + 1) / warmup) if warmup else 1.0  # the first step already moves
+        if cosine:
+            done = min(1.0, max(0, step - warmup) / max(1, total_steps - warmup))
+            return rise * 0.5 * (1.0 + math.cos(math.pi * done))
+        return rise * gamma ** sum(step // steps_per_epoch >= m for m in milestones)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
 
 
 def train(
@@ -241,14 +292,9 @@ def train(
         torch.manual_seed(seed)
         model = factory()
     model.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=recipes.effective_lr(settings),
-        momentum=settings["momentum"],
-        weight_decay=settings["weight_decay"],
-        nesterov=settings["nesterov"],
-    )
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, settings["lr_milestones"], settings["lr_gamma"])
+    optimizer = _optimizer(model, settings)
+    steps_per_epoch = math.ceil(len(data.y_train) / settings["batch_size"])
+    schedule, per_step = _schedule(optimizer, settings, steps_per_epoch * epochs)
     generators = {
         "order": torch.Generator().manual_seed(derive_seed(seed, "batch-order")),
         "augment": torch.Generator(device).manual_seed(derive_seed(seed, "augment")),
@@ -307,7 +353,16 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         # One host sync per epoch: a NaN or inf loss anywhere in it makes the mean non-finite.
         step_loss = train_epoch(
-            model, optimizer, train_split, settings["batch_size"], crop, flip, generators, autocast
+            model,
+            optimizer,
+            train_split,
+            settings["batch_size"],
+            crop,
+            flip,
+            generators,
+            autocast,
+            schedule if per_step else None,
+            settings["clip_norm"],
         ).item()
         if not math.isfinite(step_loss):
             kept = [e for e in save_epochs if e < epoch]
@@ -315,7 +370,8 @@ def train(
                 f"training diverged in epoch {epoch} (mean loss {step_loss}, learning rate {lr}); "
                 f"checkpoints of epochs {kept} in {directory} are intact; lower train.lr"
             )
-        schedule.step()
+        if not per_step:
+            schedule.step()
         evaluate = epoch % settings["eval_every"] == 0 or epoch in save_epochs
         log.append(_log_row(model, splits if evaluate else None, epoch, lr, step_loss, autocast))
         # The resume state before the checkpoint: a kill between them leaves a state whose epoch's

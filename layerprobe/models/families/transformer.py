@@ -137,10 +137,15 @@ def transformer_lm(
     heads: int = 2,
     mlp_ratio: int = 4,
     units: str = "blocks",
+    context: int | None = None,
 ) -> UnitChain:
-    """A decoder-only LM over `num_classes` tokens (the vocabulary) with context `input_shape[0]`."""
+    """A decoder-only LM over `num_classes` tokens (the vocabulary) on sequences of `input_shape[0]`
+    tokens, with `context` positions (None: exactly those)."""
     _check(width, heads, units)
-    (context,) = input_shape
+    (length,) = input_shape
+    context = length if context is None else context
+    if length > context:
+        raise ValueError(f"sequences of {length} tokens are longer than the model's context of {context}")
     blocks = [Block(width, heads, mlp_ratio, causal=True) for _ in range(layers)]
     model = _chain(TokenEmbedding(num_classes, width, context), blocks, LMHead(width, num_classes), units)
     _initialize(model, layers)

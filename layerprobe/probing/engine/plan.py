@@ -54,7 +54,7 @@ class Plan:
         widths, logits = activation_widths(self.model, self.units, self.splits)
         widest = max(widths)
         # Per input: the prefix's input, output and temporaries of the widest layer, and the batch's
-        # block of logits (float32, then float64 twice while reduced) of every variant.
+        # block of logits (float64, its log-softmax and the model's float32 output) of every variant.
         row = 4 * widest + 20 * logits * len(self.variants)
         unit_bytes = {
             u.name: sum(self.final[k].numel() * self.final[k].element_size() for k in u.keys) for u in self.units

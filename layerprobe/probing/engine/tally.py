@@ -73,8 +73,8 @@ class Logits:
 
     def put(self, chunk: list[int], start: int, logits: torch.Tensor) -> None:
         """The (K, b, ..., C) logits of the chunk's variants on inputs start…start+b."""
-        if self.block is None:
-            self.block = logits.new_empty((len(self.row), self.batch, *logits.shape[2:]))
+        if self.block is None:  # float64, as the reference reduces them: converted by this one copy
+            self.block = logits.new_empty((len(self.row), self.batch, *logits.shape[2:]), dtype=torch.float64)
         first = self.row[chunk[0]]
         self.block[first : first + len(chunk), start : start + logits.shape[1]].copy_(logits)
 
@@ -90,7 +90,7 @@ class Logits:
         k, b = block.shape[:2]
         pred = block.argmax(dim=2)
         hit = pred == y
-        logp = torch.log_softmax(block.double(), dim=2)
+        logp = torch.log_softmax(block, dim=2)
         nll = logp.gather(2, y.view(1, b, 1).expand(k, b, 1)).squeeze(2).sum(dim=1).neg_()
         worse = (right > hit).sum(dim=1)  # right before, wrong after
         tallies.add(split, self.ids, hit.sum(dim=1), nll, (pred == reference).sum(dim=1), worse)
