@@ -30,6 +30,10 @@ final state last; inputs are standard normal, labels the final model's predictio
   d  the VGG, 100 checkpoints × 5 units = 500 variants, N = 1,000, the engine under a 512 MB budget
      in a fresh child process (MALLOC_ARENA_MAX=1: glibc's per-thread arenas would otherwise keep
      freed memory), its peak memory measured (vmap not timed on the CPU: too slow)
+  e  a byte-level Transformer LM (4 blocks × width 256, 4 heads, vocabulary 256), N = 32 sequences
+     of 128 tokens (4,096 predicted tokens), every unit (embed, block0..3, head) × 10 checkpoints and
+     × a 21-point α grid; inputs are uniform random bytes, labels the final model's next-token
+     predictions (10% random). The floor counts each attention's two T×T products as well
 
 Timing: each evaluator is first called once on a small warm-up (2 variants, the first 1,000
 inputs), then timed over one full call (time.perf_counter, torch.cuda.synchronize on CUDA).
@@ -81,6 +85,7 @@ import launches  # noqa: E402
 from layerprobe import models  # noqa: E402
 from layerprobe.base.metrics import classify  # noqa: E402
 from layerprobe.kinds import interpolate, reinit  # noqa: E402
+from layerprobe.models.families.transformer import Attention  # noqa: E402
 from layerprobe.models.units import FULLMODEL, Unit, inventory  # noqa: E402
 from layerprobe.probing import compose, engine, reference  # noqa: E402
 from layerprobe.probing import ops as lp_ops  # noqa: E402
@@ -164,17 +169,23 @@ def build(
     variants: Callable[[list[Unit]], list[Variant]],
     device: torch.device,
     seed: int = 0,
+    vocabulary: int | None = None,
 ) -> Case:
-    """Checkpoints, N random inputs with labels from the final model (10% random), the variants."""
+    """Checkpoints, N random inputs with labels from the final model (10% random), the variants.
+    With a `vocabulary` the inputs are token ids and the labels one per position."""
     model = factory().eval()
     units = inventory(model)
     checkpoints = trajectory(factory, count, seed)
     generator = torch.Generator().manual_seed(seed + 2)
-    x = torch.randn(n, *input_shape, generator=generator)
+    if vocabulary is None:
+        x = torch.randn(n, *input_shape, generator=generator)
+    else:
+        x = torch.randint(0, vocabulary, (n, *input_shape), generator=generator)
+    classes = vocabulary or 10
     predict = lambda b: functional_call(model, checkpoints[-1], (b,))  # noqa: E731
-    y = classify(predict, x, torch.zeros(n, dtype=torch.long))["predictions"]
-    noisy = torch.rand(n, generator=generator) < 0.1
-    y[noisy] = torch.randint(0, 10, (int(noisy.sum()),), generator=generator)
+    y = classify(predict, x, torch.zeros(n, *input_shape[: 1 if vocabulary else 0], dtype=torch.long))["predictions"]
+    noisy = torch.rand(y.shape, generator=generator) < 0.1
+    y[noisy] = torch.randint(0, classes, (int(noisy.sum()),), generator=generator)
     on = lambda state: {k: v.to(device) for k, v in state.items()}  # noqa: E731
     return Case(
         name,
@@ -240,18 +251,39 @@ def case_d(n: int, checkpoints: int, size: int = 32, device="cpu") -> Case:
     return replace(case_c(n, checkpoints, size, device), name="d")
 
 
-CASES = {"a": case_a, "b": case_b, "c": case_c, "d": case_d}
+def lm_factory(layers: int = 4, width: int = 256, heads: int = 4, context: int = 128) -> Callable[[], nn.Module]:
+    return lambda: models.MODELS["transformer_lm"]((context,), 256, layers=layers, width=width, heads=heads)
+
+
+def case_e(n: int, checkpoints: int, grid: int, context: int = 128, device="cpu") -> Case:
+    """A byte-level Transformer LM, every unit reset to every checkpoint and interpolated on an α grid."""
+    alphas = [k / (grid - 1) for k in range(grid)]
+    return build(
+        "e",
+        lm_factory(context=context),
+        (context,),
+        n,
+        checkpoints,
+        lambda units: reinit.describe(units, list(range(checkpoints))) + interpolate.describe(units, alphas),
+        torch.device(device),
+        vocabulary=256,
+    )
+
+
+CASES = {"a": case_a, "b": case_b, "c": case_c, "d": case_d, "e": case_e}
 FULL = {
     "a": dict(n=10_000, checkpoints=20),
     "b": dict(n=10_000, grid=21),
     "c": dict(n=2_000, checkpoints=5),
     "d": dict(n=1_000, checkpoints=100),
+    "e": dict(n=32, checkpoints=10, grid=21),
 }
 QUICK = {
     "a": dict(n=1_000, checkpoints=3),
     "b": dict(n=1_000, grid=4),
     "c": dict(n=200, checkpoints=3),
     "d": dict(n=100, checkpoints=20),
+    "e": dict(n=4, checkpoints=3, grid=4, context=32),
 }
 ARENAS = "MALLOC_ARENA_MAX"
 MEMORY_CASES = {"d": 512 * 2**20}  # case → the engine's memory budget there, measured in a child process
@@ -311,8 +343,9 @@ def run_vmap(case: Case, budget: int) -> list[dict]:
             agree, worse, better = torch.zeros_like(wrong), torch.zeros_like(wrong), torch.zeros_like(wrong)
             loss = torch.zeros(k, dtype=torch.float64, device=x.device)
             for start in range(0, len(x), BATCH):
-                xb, yb, rb = x[start : start + BATCH], y[start : start + BATCH], final[start : start + BATCH]
-                logits = many(stacked, xb).double()  # (K, B, C)
+                xb = x[start : start + BATCH]
+                yb, rb = y[start : start + BATCH].flatten(), final[start : start + BATCH].flatten()  # one per label
+                logits = many(stacked, xb).double().flatten(1, -2)  # (K, B, C), or (K, B·T, C) per position
                 loss += F.cross_entropy(logits.flatten(0, 1), yb.repeat(k), reduction="none").view(k, -1).sum(1)
                 pred = logits.argmax(dim=2)
                 hit, right = pred == yb, rb == yb
@@ -320,7 +353,7 @@ def run_vmap(case: Case, budget: int) -> list[dict]:
                 agree += (pred == rb).sum(1)
                 worse += (right & ~hit).sum(1)
                 better += (~right & hit).sum(1)
-            n = len(y)
+            n = y.numel()
             for i, w, a, s, b, c in zip(ids, *(t.tolist() for t in (wrong, agree, loss, worse, better))):
                 results[i, split] = {"error": w / n, "loss": s / n, "agreement": a / n, "worse": b, "better": c, "n": n}
     return [result_row(v, case.bn_stats, s, results[i, s]) for i, v in enumerate(case.variants) for s in case.splits]
@@ -352,6 +385,9 @@ def profile(case: Case) -> tuple[list[int], int]:
             widest = max(widest, (inputs[0][0].numel() + output[0].numel()) * output.element_size())
             if isinstance(module, nn.Linear):
                 macs[owner(name)] += output[0].numel() * module.in_features
+            elif isinstance(module, Attention):  # scores q·kᵀ and their mix with v, on (T, width)
+                tokens, width = inputs[0][0].shape
+                macs[owner(name)] += 2 * tokens * tokens * width
             elif isinstance(module, nn.Conv2d):
                 kh, kw = module.kernel_size
                 macs[owner(name)] += output[0].numel() * module.in_channels // module.groups * kh * kw
@@ -359,11 +395,12 @@ def profile(case: Case) -> tuple[list[int], int]:
         return record
 
     for name, module in case.model.named_modules():
-        if name and not any(True for _ in module.children()):
+        if name and (isinstance(module, Attention) or not any(True for _ in module.children())):
             hooks.append(module.register_forward_hook(hook(name)))
     try:
         with torch.no_grad():
-            one = torch.zeros(1, *case.input_shape, device=next(iter(case.splits.values()))[0].device)
+            x = next(iter(case.splits.values()))[0]
+            one = torch.zeros(1, *case.input_shape, dtype=x.dtype, device=x.device)
             functional_call(case.model, case.final, (one,))
     finally:
         for h in hooks:
@@ -646,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shrunken sizes (under a minute on 2 CPU cores)")
     parser.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"], help="auto: cuda when available")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
-    parser.add_argument("--cases", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    parser.add_argument("--cases", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
     parser.add_argument("--budget-mb", type=int, default=2048, help="memory budget of engine and vmap in cases a-c")
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
     parser.add_argument(

@@ -7,6 +7,7 @@ kind's verdicts (categories, criticality) — the layout of `units_columns()`.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from layerprobe import kinds
@@ -16,7 +17,8 @@ from layerprobe.results.categories import chance_error
 from layerprobe.results.tables import DISTANCES, INVENTORY, ROBUSTNESS, frame
 
 KEYS = ["run", "unit"]
-REFERENCE = ["final_test_error", "chance_error"]
+# The unmodified model on the test split; perplexity is exp(mean cross-entropy): per token for a sequence model.
+REFERENCE = ["final_test_error", "final_test_loss", "final_test_perplexity", "chance_error"]
 DISTANCE = ["l2_final", "l2_rel_init_final", "linf_final"]
 
 
@@ -79,7 +81,10 @@ def summarize_units(
     moved = moved[moved["checkpoint"] == moved.groupby(KEYS)["checkpoint"].transform("max")]
     moved = moved.set_index(KEYS)[["l2", "l2_rel_init", "linf"]].add_suffix("_final")
 
-    units = inventory.join(final.set_index("run")["error"].rename("final_test_error"), on="run")
+    final = final.set_index("run")
+    units = inventory.join(final["error"].rename("final_test_error"), on="run")
+    units = units.join(final["loss"].rename("final_test_loss"), on="run")
+    units["final_test_perplexity"] = np.exp(units["final_test_loss"])
     units["chance_error"] = chance_error(units["num_classes"])
     base = units.copy()
     for kind in kinds.kinds():

@@ -18,7 +18,7 @@ def error_of(config) -> str:
 
 def test_default_config_is_valid_and_complete():
     config = validate(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA)
-    assert [r["name"] for r in config["runs"]] == ["fcn-3x256", "vgg-small"]
+    assert [r["name"] for r in config["runs"]] == ["fcn-3x256", "vgg-small", "lm-2x32", "vit-2x32"]
     assert config["probes"]["rerandomize"]["draws"] >= 2
 
 
@@ -53,7 +53,7 @@ def test_validation_does_not_modify_its_input(raw_config):
             [
                 "runs[1].dataset",
                 "'mnst' is not a declared dataset",
-                "declared: cifar10, cifar100, digits, fashion_mnist, imagenet, mnist",
+                "declared: cifar10, cifar100, digits, fashion_mnist, imagenet, lm1b, mnist, pydoc",
             ],
         ),
         (lambda c: c["runs"][0]["model"].update(name="resnet"), ["runs[0].model.name", "'resnet'", "fcn", "vgg"]),
@@ -220,7 +220,10 @@ def test_imagenet_needs_an_existing_root_when_a_run_uses_it(raw_config, tmp_path
         (lambda k: k["files"]["train_labels"].update(sha256="xy" * 32), ["datasets.kmnist.files.train_labels.sha256"]),
         (
             lambda k: k.update(format="npz"),
-            ["datasets.kmnist.format", "'npz' is not one of ['digits', 'idx', 'cifar', 'imagefolder']"],
+            [
+                "datasets.kmnist.format",
+                "'npz' is not one of ['digits', 'idx', 'cifar', 'imagefolder', 'text', 'lm1b']",
+            ],
         ),
         (lambda k: k.pop("files"), ["datasets.kmnist", "'files' is a required property"]),
         (lambda k: k["files"].pop("test_labels"), ["datasets.kmnist.files", "'test_labels' is a required property"]),

@@ -26,7 +26,13 @@ def with_imagenet_folder(config: dict, folder) -> dict:
 
 
 def test_every_config_is_covered():
-    assert [c.name for c in CONFIGS] == ["paper-cifar10.yaml", "paper-imagenet.yaml", "paper-mnist.yaml"]
+    assert [c.name for c in CONFIGS] == [
+        "paper-cifar10.yaml",
+        "paper-imagenet.yaml",
+        "paper-lm1b.yaml",
+        "paper-mnist.yaml",
+        "paper-vit.yaml",
+    ]
 
 
 def test_mnist_config_is_f1_f2_and_a_sweep_with_seeds(tmp_path):
@@ -69,6 +75,32 @@ def test_cifar10_config_is_f3_and_the_depth_sweep(tmp_path):
     # Each run's probe work in shards (resources.probe.shard_macs): several probe jobs per run.
     planned = [len(shards.plan(run, config)) for run in config["runs"]]
     assert jobs["probe_shard"] == sum(planned) and min(planned) >= 4 and "probe" not in jobs
+
+
+@pytest.mark.parametrize(
+    "name, model, dataset, units",
+    [
+        ("paper-lm1b.yaml", "transformer_lm", "lm1b", 8),  # embed, block0..5, head
+        ("paper-vit.yaml", "vit", "cifar10", 10),  # embed, block0..7, head
+    ],
+)
+def test_transformer_configs_are_f8_f9_with_blocks_and_sublayers(tmp_path, name, model, dataset, units):
+    config = validate(load(name), SCHEMA)
+    assert {r["model"]["name"] for r in config["runs"]} == {model}
+    assert {r["dataset"] for r in config["runs"]} == {dataset}
+    assert all(r["train"]["recipe"] == "transformer-adamw" for r in config["runs"])
+    assert all(r["train"]["optimizer"] == "adamw" and r["train"]["schedule"] == "cosine" for r in config["runs"])
+    assert {r["model"].get("units", "blocks") for r in config["runs"]} == {"blocks", "sublayers"}
+    blocks = next(r for r in config["runs"] if r["model"].get("units", "blocks") == "blocks")
+    assert len(shards.plan(blocks, config)) >= 1
+    from layerprobe.config import datasets, shapes
+
+    shape = datasets.input_shape(config["datasets"][dataset])
+    assert len(shapes.units(blocks["model"], shape, config["datasets"][dataset]["num_classes"])) == units
+    jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
+    n = len(config["runs"])
+    assert (jobs["download"], jobs["data"], jobs["train"]) == (1, 1, n)
+    assert jobs["configuration_robustness_figure"] == 2 * 2  # blocks (two seeds) and sublayers
 
 
 def test_imagenet_config_requires_its_folder_and_plans_resnet50(tmp_path):

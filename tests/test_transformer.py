@@ -1,5 +1,7 @@
 """The Transformer families: units, attention against torch's own, causal masking, bad settings."""
 
+import json
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -92,3 +94,97 @@ def test_bad_settings_are_named(build, phrase):
 def test_a_sequence_longer_than_the_context_is_named():
     with pytest.raises(ValueError, match="17 tokens is longer than the model's context 16"):
         lm()(torch.zeros(1, 17, dtype=torch.long))
+
+
+def counted_macs(model, x):
+    """Multiply-adds of one example through each unit: every Linear and Conv2d on all its positions,
+    and each attention's two T×T products."""
+    macs = {name: 0 for name in model.unit_names}
+
+    def hook(name):
+        def count(module, inputs, output):
+            if isinstance(module, torch.nn.Linear):
+                macs[name] += output.numel() * module.in_features
+            elif isinstance(module, torch.nn.Conv2d):
+                macs[name] += output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+            else:  # Attention: scores q·kᵀ and their mix with v
+                _, tokens, width = inputs[0].shape
+                macs[name] += 2 * tokens * tokens * width
+
+        return count
+
+    handles = [
+        m.register_forward_hook(hook(name))
+        for name in model.unit_names
+        for m in model.unit(name).modules()
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, Attention))
+    ]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return macs
+
+
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        ({"name": "transformer_lm", "layers": 2, "width": 16, "heads": 4}, (12,)),
+        (
+            {"name": "transformer_lm", "layers": 1, "width": 8, "units": "sublayers", "mlp_ratio": 2},
+            (5,),
+        ),
+        ({"name": "vit", "patch": 4, "layers": 2, "width": 16}, (3, 8, 8)),
+        (
+            {"name": "vit", "patch": 2, "layers": 1, "width": 8, "units": "sublayers"},
+            (1, 8, 8),
+        ),
+    ],
+)
+def test_shapes_name_the_units_and_count_the_multiply_adds(spec, shape):
+    from layerprobe import models
+    from layerprobe.config import shapes
+
+    model = models.build(spec, shape, 10)
+    planned = shapes.units(spec, shape, 10)
+    assert [u.name for u in planned] == list(model.unit_names)
+    x = torch.zeros(1, *shape, dtype=torch.long) if len(shape) == 1 else torch.zeros(1, *shape)
+    assert {u.name: u.macs for u in planned} == counted_macs(model, x)
+
+
+def test_adamw_with_warmup_cosine_and_clipping_resumes_bitwise(tmp_path, monkeypatch):
+    """A training stopped after its second epoch's resume state continues to the same bits (AdamW's
+    moments, the per-step schedule and the generators all restored)."""
+    from layerprobe.data.dataset import Dataset
+    from layerprobe.training import checkpoints, loop
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 16, (40, 6))
+    data = Dataset("toy", x, torch.roll(x, -1, 1), x[:8], torch.roll(x[:8], -1, 1), 16, (), ())
+    factory = lambda: transformer_lm((6,), 16, layers=1, width=8, heads=2)  # noqa: E731
+    recipe = {"recipe": "transformer-adamw", "epochs": 4, "batch_size": 8, "warmup_steps": 7, "device": "cpu"}
+
+    def run(folder):
+        return loop.train(factory, data, recipe, 3, folder, [2], progress=False)
+
+    whole = run(tmp_path / "whole")
+    real = loop.train_epoch
+    calls = []
+
+    def stop_in_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # a kill after the resume state of epoch 2
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_epoch", stop_in_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed")
+    monkeypatch.setattr(loop, "train_epoch", real)
+    resumed = run(tmp_path / "resumed")
+    assert json.dumps(resumed) == json.dumps(whole)  # NaN-safe, exact floats
+    assert [row["lr"] for row in whole][1] < [row["lr"] for row in whole][2]  # warming up
+    for epoch in (0, 2, 4):
+        a = checkpoints.load(checkpoints.path_for(tmp_path / "whole", epoch))["state_dict"]
+        b = checkpoints.load(checkpoints.path_for(tmp_path / "resumed", epoch))["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -172,13 +172,14 @@ def mean(values: Iterable[float]) -> float:
 
 
 def threshold(rows: list[dict], measure: str, tolerance: str, value: float) -> float:
-    """The feasibility bound: `value` (absolute), or `value` × the unperturbed model's `measure` (relative)."""
+    """The feasibility bound: `value` (absolute), or the unperturbed model's `measure` times `value`
+    (relative) or plus `value` (increase)."""
     if tolerance == "absolute":
         return value
     base = [r[measure] for r in rows if r["probe"] == GRID and r["unit"] == FULLMODEL]
     if len(base) != 1:
-        raise ValueError(f"criticality: a relative feasibility needs the one unperturbed row, found {len(base)}")
-    return value * base[0]
+        raise ValueError(f"criticality: a {tolerance} feasibility needs the one unperturbed row, found {len(base)}")
+    return value * base[0] if tolerance == "relative" else base[0] + value
 
 
 def rays(rows: Iterable[dict], feasibility: dict) -> dict[tuple[str, float], Ray]:
@@ -255,7 +256,8 @@ def grade(
     """criticality.csv: every run × unit × α × σ grid point with its mean over the noise samples,
     whether it is feasible, its score α²‖θ^T − θ^0‖²/σ², and the chosen (minimal) point per unit.
 
-    Feasible: mean `measure` ≤ value × the unperturbed model's (relative) or ≤ value (absolute).
+    Feasible: mean `measure` ≤ value × the unperturbed model's (relative), ≤ the unperturbed model's
+    + value (increase) or ≤ value (absolute).
     """
     from layerprobe.results.tables import frame  # here: the Snakefile imports this module without pandas
 
@@ -276,7 +278,8 @@ def grade(
         .join(robustness.groupby("run")[RUN_COLUMNS[1:]].first(), on="run")
     )
     grid["measure"] = measure
-    grid["threshold"] = value * grid[f"baseline_{measure}"] if tolerance == "relative" else value
+    baseline = grid[f"baseline_{measure}"]
+    grid["threshold"] = {"relative": value * baseline, "increase": baseline + value}.get(tolerance, value)
     grid["feasible"] = grid[f"mean_{measure}"] <= grid["threshold"]
     grid["score"] = (grid["alpha"] ** 2 * grid["distance_sq"] / grid["sigma"] ** 2).where(grid["feasible"])
     best = grid.dropna(subset=["score"]).groupby(KEYS, sort=False)["score"].idxmin()

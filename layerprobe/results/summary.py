@@ -37,6 +37,8 @@ def _table(rows: pd.DataFrame, units: pd.DataFrame) -> list[str]:
     runs = str(first["runs"]).split()
     title = f"{first['configuration']}: {_count(int(first['seeds']), 'seed')} ({', '.join(runs)})"
     title += f"; final test error {_with_interval(first, 'final_test_error', '.3f')}"
+    if "final_test_perplexity_mean" in first:  # per token for a language model
+        title += f", perplexity {_with_interval(first, 'final_test_perplexity', '.4g')}"
     if "network_criticality_mean" in rows:
         title += f"; network criticality {_with_interval(first, 'network_criticality', '.3g')}"
     header = ["unit", *SHOWN_CATEGORIES, "re-init test error"]

@@ -138,7 +138,8 @@ def check_forward(model: nn.Module, splits: Mapping, transform: Callable | None 
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 want = ", ".join(["1", *map(str, positions), "classes"])
                 raise InputError(
-                    f"model: on data split {split!r} it returns {got} for one example; expected logits of shape ({want})"
+                    f"model: on data split {split!r} it returns {got} for one example; "
+                    f"expected logits of shape ({want})"
                 )
             classes = out.shape[-1]
     finally:
