@@ -1,6 +1,7 @@
 """The Transformer families: units, attention against torch's own, causal masking, bad settings."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -152,7 +153,7 @@ def test_shapes_name_the_units_and_count_the_multiply_adds(spec, shape):
     assert {u.name: u.macs for u in planned} == counted_macs(model, x)
 
 
-def test_adamw_with_warmup_cosine_and_clipping_resumes_bitwise(tmp_path, monkeypatch):
+def test_adamw_with_warmup_cosine_clipping_and_step_epochs_resumes_bitwise(tmp_path, monkeypatch):
     """A training stopped after its second epoch's resume state continues to the same bits (AdamW's
     moments, the per-step schedule and the generators all restored)."""
     from layerprobe.data.dataset import Dataset
@@ -162,7 +163,15 @@ def test_adamw_with_warmup_cosine_and_clipping_resumes_bitwise(tmp_path, monkeyp
     x = torch.randint(0, 16, (40, 6))
     data = Dataset("toy", x, torch.roll(x, -1, 1), x[:8], torch.roll(x[:8], -1, 1), 16, (), ())
     factory = lambda: transformer_lm((6,), 16, layers=1, width=8, heads=2)  # noqa: E731
-    recipe = {"recipe": "transformer-adamw", "epochs": 4, "batch_size": 8, "warmup_steps": 7, "device": "cpu"}
+    # Epochs of 7 steps (steps_per_epoch): 56 examples a step count, so each epoch wraps into a second pass.
+    recipe = {
+        "recipe": "transformer-adamw",
+        "epochs": 4,
+        "steps_per_epoch": 7,
+        "batch_size": 8,
+        "warmup_steps": 7,
+        "device": "cpu",
+    }
 
     def run(folder):
         return loop.train(factory, data, recipe, 3, folder, [2], progress=False)
@@ -183,7 +192,9 @@ def test_adamw_with_warmup_cosine_and_clipping_resumes_bitwise(tmp_path, monkeyp
     monkeypatch.setattr(loop, "train_epoch", real)
     resumed = run(tmp_path / "resumed")
     assert json.dumps(resumed) == json.dumps(whole)  # NaN-safe, exact floats
-    assert [row["lr"] for row in whole][1] < [row["lr"] for row in whole][2]  # warming up
+    # The learning rate each epoch starts with: warmup over 7 steps, then cosine over the other 21.
+    assert whole[1]["lr"] == pytest.approx(0.001 / 7) and whole[2]["lr"] == pytest.approx(0.001)
+    assert whole[4]["lr"] == pytest.approx(0.001 * 0.5 * (1 + math.cos(math.pi * 14 / 21)))
     for epoch in (0, 2, 4):
         a = checkpoints.load(checkpoints.path_for(tmp_path / "whole", epoch))["state_dict"]
         b = checkpoints.load(checkpoints.path_for(tmp_path / "resumed", epoch))["state_dict"]

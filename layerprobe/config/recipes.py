@@ -36,6 +36,7 @@ SETTINGS = (
     "schedule",
     "warmup_steps",
     "clip_norm",
+    "steps_per_epoch",
     "augment",
     "device",
     "precision",

@@ -178,15 +178,24 @@ def train_epoch(
     autocast: torch.autocast,
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
     clip_norm: float | None = None,
+    epoch_steps: int | None = None,
 ) -> torch.Tensor:
     """One pass over the split in a random order; the mean step loss as a float64 tensor on the device.
 
     Per batch: gather the uint8 images, move them to the device, crop and flip them there, standardize,
     one optimizer step (its gradients clipped to `clip_norm` first when set; `schedule`, when given, is
-    stepped after every step). Nothing waits on the device (the loss is summed there).
+    stepped after every step). With `epoch_steps`, the epoch is that many steps instead, over fresh
+    permutations joined end to end (each example once per pass, then reshuffled), so an epoch is a
+    fixed count of steps whatever the split's size. Nothing waits on the device (the loss is summed there).
     """
+    order, n = generators["order"], len(split.x)
+    if epoch_steps is None:
+        indices = torch.randperm(n, generator=order)
+    else:
+        passes = math.ceil(epoch_steps * batch_size / n)
+        indices = torch.cat([torch.randperm(n, generator=order) for _ in range(passes)])[: epoch_steps * batch_size]
     total, steps = torch.zeros((), dtype=torch.float64, device=split.device), 0
-    for batch in torch.randperm(len(split.x), generator=generators["order"]).split(batch_size):
+    for batch in indices.split(batch_size):
         x = augment.crop_flip(split.images(batch), crop, flip, generators["augment"])
         with autocast:
             loss = cross_entropy(model(split.normalize(x)), split.y[batch.to(split.device)])
@@ -293,7 +302,7 @@ def train(
         model = factory()
     model.to(device)
     optimizer = _optimizer(model, settings)
-    steps_per_epoch = math.ceil(len(data.y_train) / settings["batch_size"])
+    steps_per_epoch = settings["steps_per_epoch"] or math.ceil(len(data.y_train) / settings["batch_size"])
     schedule, per_step = _schedule(optimizer, settings, steps_per_epoch * epochs)
     generators = {
         "order": torch.Generator().manual_seed(derive_seed(seed, "batch-order")),
@@ -363,6 +372,7 @@ def train(
             autocast,
             schedule if per_step else None,
             settings["clip_norm"],
+            settings["steps_per_epoch"],
         ).item()
         if not math.isfinite(step_loss):
             kept = [e for e in save_epochs if e < epoch]

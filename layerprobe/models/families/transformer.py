@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from layerprobe.models.chain import UnitChain
 
@@ -29,7 +30,8 @@ STD = 0.02
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention, written out (one fused QKV projection), causal or not."""
+    """Multi-head self-attention (one fused QKV projection), causal or not. The products and the
+    softmax are torch's fused scaled_dot_product_attention: the T×T scores never reach memory."""
 
     def __init__(self, width: int, heads: int, causal: bool):
         super().__init__()
@@ -40,11 +42,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, w = x.shape
         q, k, v = self.qkv(x).view(n, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(w // self.heads)
-        if self.causal:  # position i attends to positions ≤ i only
-            future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-            scores = scores.masked_fill(future, float("-inf"))
-        mixed = scores.softmax(dim=-1) @ v
+        # causal: position i attends to positions ≤ i only
+        mixed = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.out(mixed.transpose(1, 2).reshape(n, t, w))
 
 
