@@ -322,7 +322,7 @@ def test_without_a_config_file_the_embedded_default_runs(tmp_path):
         "-n",
     ]
     jobs = planned_jobs(subprocess.run(command, capture_output=True, text=True, timeout=300))
-    assert jobs["train"] == 2 and jobs["criticality_figure"] == 2
+    assert jobs["train"] == 4 and jobs["criticality_figure"] == 4  # fcn, vgg, the LM and the ViT
 
 
 def test_nested_command_line_values_are_typed_by_the_schema(workflow):
