@@ -386,7 +386,7 @@ def test_local_profile_plans_the_default_config_with_its_resources(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["resources"] = {"train": {"runtime": 30, "mem_mb": 2000}}
     result = snakemake(tmp_path, config, "-n", "--profile", str(REPO / "profiles" / "local"))
-    assert planned_jobs(result)["train"] == 2
+    assert planned_jobs(result)["train"] == 4  # fcn, vgg, the LM and the ViT
     resources = planned_resources(result)
     assert resources["train"]["runtime"] == "30" and resources["train"]["mem_mb"] == "2000"
     assert resources["probe"]["runtime"] == "240" and resources["data"]["mem_mb"] == "4096"
