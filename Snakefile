@@ -1,4 +1,4 @@
-# layerprobe workflow: data -> training with checkpoints -> probes -> tables -> figures and report.
+# layerprobe workflow: data -> training with checkpoints (or released ones) -> probes -> tables -> figures and report.
 # All logic lives in the layerprobe library; rules declare files and settings, pyscripts glue.
 # Parsing needs only what Snakemake itself brings (yaml, jsonschema): `snakemake -n` and --lint work
 # where torch is not installed, and a --use-conda driver needs no more than Snakemake.
@@ -20,6 +20,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.
 import layerprobe.config
 import layerprobe.config.files
 import layerprobe.config.configurations
+import layerprobe.config.released
 import layerprobe.config.resources
 import layerprobe.config.sweeps
 import layerprobe.kinds
@@ -48,6 +49,10 @@ except layerprobe.config.ConfigError as err:
     sys.exit(str(err))
 
 RUNS = {run["name"]: run for run in config["runs"]}
+# Runs probed on the checkpoints a training released (rules/released.smk); the others are trained here.
+RELEASED = [name for name, run in RUNS.items() if run.get("released")]
+TRAINED = [name for name in RUNS if name not in RELEASED]
+HUB_FOLDER, HUB_MARKER = layerprobe.config.released.HUB_FOLDER, layerprobe.config.released.MARKER
 # Runs that differ only in seed, {configuration: run names}, and the sweeps over them (F5-F7).
 CONFIGURATIONS = layerprobe.config.configurations.group(config["runs"])
 SWEEPS = layerprobe.config.sweeps.resolve(config)
@@ -76,6 +81,7 @@ wildcard_constraints:
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/released.smk"
 include: "rules/ops.smk"
 include: "rules/probe.smk"
 include: "rules/aggregate.smk"

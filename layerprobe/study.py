@@ -17,21 +17,49 @@ import pandas as pd
 import torch
 from torch import nn
 
-from layerprobe import kinds, shards
+from layerprobe import kinds, models, shards
 from layerprobe.base.seeds import derive_seed
-from layerprobe.data.dataset import Splits
+from layerprobe.data.dataset import Dataset, Splits
 from layerprobe.kinds.rerandomize import draw_seeds
 from layerprobe.models import describe, fresh_state
 from layerprobe.models.units import State, inventory
 from layerprobe.probing import distances, engine
 from layerprobe.results import tables
 from layerprobe.results.intervals import with_intervals
+from layerprobe.training import checkpoints, released
 from layerprobe.validation import inputs
 
 
 def run_columns(run: dict) -> dict:
     """The run-level columns every table row carries, from a config's run."""
-    return {"run": run["name"], "dataset": run["dataset"], "model": describe(run["model"]), "seed": run["seed"]}
+    if run.get("released"):  # the architecture is the checkpoints' own: named by where they come from
+        source = run["released"].get("repo") or run["released"]["folder"]
+        model = describe({"name": "released", "source": source, "units": run["released"]["units"]})
+    else:
+        model = describe(run["model"])
+    return {"run": run["name"], "dataset": run["dataset"], "model": model, "seed": run["seed"]}
+
+
+def load_run(run: dict, manifest_path: str, data: Dataset) -> tuple[Callable[[], nn.Module], dict[int, State], int, str | dict | None]:
+    """A run's model factory, its checkpoints {τ: state dict}, its classes and its unit rule (None: the
+    model's own), from the manifest its rule wrote: trained here (the config's model) or released (the
+    checkpoints' own architecture, the dataset's tokenizer checked against theirs first)."""
+    if not run.get("released"):
+        factory = models.factory(run["model"], data.input_shape, data.num_classes)
+        return factory, checkpoints.load_all(manifest_path), data.num_classes, None
+    manifest = released.read_manifest(manifest_path)
+    own = released.tokenizer_fingerprint(manifest)
+    if own is not None and data.tokenizer != own:  # another tokenizer's ids would be read as other words
+        final = manifest["checkpoints"][-1]
+        made = "byte tokens" if data.tokenizer == "bytes" else f"tokens of a tokenizer with fingerprint {data.tokenizer}"
+        raise inputs.InputError(
+            f"run {run['name']!r}: dataset {data.name!r} holds {made}, but the checkpoints' tokenizer "
+            f"({final['folder']}/tokenizer.json) has fingerprint {own}; tokenize the dataset with it "
+            f"(datasets.{data.name}.tokenizer: {{repo: {run['released'].get('repo')}, revision: {final['revision']}}})"
+        )
+    factory = released.factory(manifest)
+    model = factory()
+    return factory, released.load_states(manifest, model), released.classes(manifest), released.unit_rule(model)
 
 
 def probe_run(

@@ -6,22 +6,17 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 import torch
 
-from layerprobe import models, shards, study
+from layerprobe import shards, study
 from layerprobe.data import dataset
 from layerprobe.results import tables
-from layerprobe.training import checkpoints
 
 torch.set_num_threads(snakemake.params.torch_threads)
 run = snakemake.params.run
 data = dataset.load(snakemake.input.data)
 parts = [tables.read_csv(path, shards.ORDER + tables.ROBUSTNESS) for path in snakemake.input.parts]
+factory, states, num_classes, unit_rule = study.load_run(run, snakemake.input.manifest, data)
 results = study.merge_run(
-    models.factory(run["model"], data.input_shape, data.num_classes),
-    checkpoints.load_all(snakemake.input.manifest),
-    parts,
-    snakemake.params.probes,
-    study.run_columns(run),
-    data.num_classes,
+    factory, states, parts, snakemake.params.probes, study.run_columns(run), num_classes, unit_rule=unit_rule
 )
 for name, table in results.items():
     tables.write_csv(table, snakemake.output[name])

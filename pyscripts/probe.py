@@ -7,13 +7,12 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 
 import torch
 
-from layerprobe import models, shards, study
+from layerprobe import shards, study
 from layerprobe.base.device import resolve_device
 from layerprobe.config import SPLITS, parse_bytes
 from layerprobe.data import dataset
 from layerprobe.probing import ops
 from layerprobe.results import tables
-from layerprobe.training import checkpoints
 
 torch.set_num_threads(snakemake.params.torch_threads)  # fixed by config: it changes the bits
 run, engine, shard = snakemake.params.run, snakemake.params.engine, snakemake.params.get("shard")
@@ -30,13 +29,15 @@ earlier = [
     for path in snakemake.input.get("earlier", [])
     for row in tables.read_csv(path, shards.ORDER + tables.ROBUSTNESS).to_dict("records")
 ]
+factory, states, num_classes, unit_rule = study.load_run(run, snakemake.input.manifest, data)
 results = study.probe_run(
-    models.factory(run["model"], data.input_shape, data.num_classes),
-    checkpoints.load_all(snakemake.input.manifest),
+    factory,
+    states,
     {name: data.raw(name) for name in SPLITS},
     snakemake.params.probes,
     study.run_columns(run),
-    data.num_classes,
+    num_classes,
+    unit_rule=unit_rule,
     device=engine["device"],
     memory_budget=parse_bytes(engine["memory_budget"]),
     categories=snakemake.params.categories,

@@ -3,6 +3,7 @@
 import re
 
 import layerprobe.config.datasets
+import layerprobe.config.released
 import layerprobe.config.resources
 
 
@@ -35,7 +36,10 @@ def figure_subject(fig, wildcards):
 
 def probed_run(name):
     """The run's settings a probe job depends on: all but its configuration's name, a label for aggregation."""
-    return {key: value for key, value in RUNS[name].items() if key != "configuration"}
+    run = {key: value for key, value in RUNS[name].items() if key != "configuration"}
+    if run.get("released"):  # the hub's address does not shape the checkpoints (their hashes do)
+        run["released"] = released_settings(run["released"])
+    return run
 
 
 # The download and data rules' view of the dataset declarations.
@@ -49,8 +53,14 @@ def declared_file(wildcards):
 
 
 def dataset_files(wildcards):
-    roles = layerprobe.config.datasets.file_roles(config["datasets"][wildcards.dataset])
-    return {role: f"data/downloads/{wildcards.dataset}/{role}" for role in roles}
+    declaration = config["datasets"][wildcards.dataset]
+    roles = layerprobe.config.datasets.file_roles(declaration)
+    files = {role: f"data/downloads/{wildcards.dataset}/{role}" for role in roles}
+    tokenizer = layerprobe.config.datasets.model_tokenizer(declaration)
+    if tokenizer and "repo" in tokenizer:  # a model's tokenizer: its revision fetched from the hub
+        folder = layerprobe.config.released.revision_folder(tokenizer, tokenizer["revision"])
+        files["tokenizer"] = str(folder / HUB_MARKER)
+    return files
 
 
 def gpus(rule, device):
@@ -68,3 +78,32 @@ def runs_matching(names):
 
 def shard_file(run, shard):
     return f"results/runs/{run}/probes/shards/{shard}.csv"
+
+
+# The released runs' view of the hub (layerprobe.config.released; rules/released.smk).
+
+
+def released_markers(released):
+    """The fetched revisions' markers a released run's manifest needs; none for a local folder."""
+    if released.get("folder"):
+        return []
+    return [str(layerprobe.config.released.revision_folder(released, r) / HUB_MARKER) for r in released["revisions"]]
+
+
+def released_settings(released):
+    """What shapes a released run's manifest: all but the hub's address."""
+    return {key: value for key, value in released.items() if key != "endpoint"}
+
+
+def hub_uses(repo):
+    """The released sections of the runs fetching from `repo`."""
+    return [run["released"] for run in RUNS.values() if (run.get("released") or {}).get("repo") == repo]
+
+
+def hub_allow_pickle(repo):
+    return any(released["allow_pickle"] for released in hub_uses(repo))
+
+
+def hub_endpoint(repo):
+    """The address the runs on `repo` give (the first that gives one), else huggingface_hub's default."""
+    return next((released["endpoint"] for released in hub_uses(repo) if released["endpoint"]), None)

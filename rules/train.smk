@@ -5,6 +5,8 @@
 
 
 rule train:
+    wildcard_constraints:
+        run=runs_matching(TRAINED),
     input:
         data=lambda wildcards: f"results/data/{RUNS[wildcards.run]['dataset']}.pt",
     output:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from layerprobe.config import configurations, datasets, recipes, shapes, sweeps
+from layerprobe.config import configurations, datasets, recipes, released, shapes, sweeps
 from layerprobe.config.schema import SCHEMA, ConfigError, coerce_strings, load_schema, probe_kinds, problems
 from layerprobe.config.values import checkpoint_epochs
 
@@ -71,6 +71,16 @@ def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
         if run["name"] in seen:
             messages.append(f"runs[{i}].name: run name {run['name']!r} is used twice")
         seen.add(run["name"])
+        if run.get("released"):  # probed on published checkpoints: nothing to train
+            extra = [key for key in ("model", "train", "checkpoints") if key in run]
+            if extra:
+                messages.append(
+                    f"runs[{i}]: run {run['name']!r} is probed on released checkpoints, which fix its architecture "
+                    f"and steps; remove {', '.join(extra)}"
+                )
+            messages += released.problems(run["released"], f"runs[{i}].released")
+            continue
+        run.setdefault("train", {})
         # A run's train becomes its recipe's full settings with the run's overrides (and the recipe's name).
         settings, problems_ = recipes.problems(run["train"], config["recipes"], f"runs[{i}].train")
         messages += [p for p in problems_ if p not in messages]
@@ -93,6 +103,11 @@ def _dataset_checks(config: dict) -> list[str]:
     """Every run's dataset is declared; normalizations match; a used folder dataset has its folder."""
     messages, declared = [], config["datasets"]
     for name, decl in declared.items():
+        if decl.get("tokenizer") == "bytes" and decl.get("num_classes") != datasets.BYTE_VOCABULARY:
+            messages.append(
+                f"datasets.{name}.num_classes: {decl.get('num_classes')}, but the byte tokenizer's vocabulary is "
+                f"{datasets.BYTE_VOCABULARY}; leave num_classes out"
+            )
         norm = decl.get("normalization")
         if norm and len(norm["mean"]) != len(norm["std"]):
             messages.append(f"datasets.{name}.normalization: {len(norm['mean'])} means but {len(norm['std'])} stds")
@@ -104,6 +119,11 @@ def _dataset_checks(config: dict) -> list[str]:
             )
             continue
         decl = declared[name]
+        if datasets.model_tokenizer(decl) and decl["num_classes"] is None and not run.get("released"):
+            messages.append(
+                f"datasets.{name}.num_classes: run {run['name']!r} trains a model on {name}, tokenized with a "
+                "model's tokenizer; give its vocabulary (the model's classes)"
+            )
         if decl["format"] == "imagefolder":
             # Checked here, before any job: the data rule would otherwise fail only after the others ran.
             if decl["root"] is None:

@@ -32,7 +32,18 @@ def declarations(user: dict | None) -> dict[str, dict]:
             out[name] = merged(base, entry)
         else:
             out[name] = copy.deepcopy(entry)
+    for entry in out.values():  # the byte tokenizer's vocabulary goes without saying
+        if isinstance(entry, dict) and entry.get("format") in TEXT_FORMATS and entry.get("tokenizer", "bytes") == "bytes":
+            entry.setdefault("num_classes", BYTE_VOCABULARY)
+            if entry["num_classes"] is None:
+                entry["num_classes"] = BYTE_VOCABULARY
     return out
+
+
+def model_tokenizer(declaration: dict) -> dict | None:
+    """A text dataset's model tokenizer ({repo, revision} or {folder}), or None for bytes and images."""
+    tokenizer = declaration.get("tokenizer")
+    return tokenizer if isinstance(tokenizer, dict) else None
 
 
 def file_roles(declaration: dict) -> list[str]:
@@ -57,7 +68,8 @@ DIGITS = 1797  # scikit-learn's bundled digits
 UNKNOWN_EXAMPLES = 10_000  # a split whose size a declaration does not give, for planning estimates
 
 
-TEXT_FORMATS = ("text", "lm1b")  # formats of token sequences, not images
+TEXT_FORMATS = ("text", "lm1b", "wikitext")  # formats of token sequences, not images
+BYTE_VOCABULARY = 256  # the byte tokenizer's (layerprobe.data.text)
 PYDOC_BYTES = 480_000  # about the embedded pydoc corpus's size in bytes, for planning estimates
 
 

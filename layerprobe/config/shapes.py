@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
+from layerprobe.config.released import classes
+
 
 @dataclass(frozen=True)
 class UnitShape:
@@ -160,3 +162,31 @@ def _vit(input_shape, num_classes, patch=4, layers=2, width=64, heads=2, mlp_rat
     patches = (height // patch) * (side // patch)
     embed = patches * channels * patch * patch * width
     return [("embed", embed), *_blocks(patches + 1, layers, width, mlp_ratio, units), ("head", width * num_classes)]
+
+
+def released(hf_config: dict, units: str, input_shape: tuple[int, ...]) -> list[UnitShape]:
+    """The units of a released checkpoint, from its config.json (as layerprobe.models.pretrained builds
+    them: embed, layer{i} or layer{i}.attn / .mlp, final_norm, head), with their multiply-adds."""
+    get = hf_config.get
+    layers = get("num_hidden_layers", get("n_layer"))
+    width = get("hidden_size", get("n_embd"))
+    hidden = get("intermediate_size") or get("n_inner") or 4 * width
+    heads = get("num_attention_heads", get("n_head"))
+    kv_width = width * get("num_key_value_heads", heads) // heads  # grouped-query attention shares K and V
+    gated = get("model_type") in ("llama", "olmo", "olmo2", "mistral", "qwen2")  # gate, up and down projections
+    if get("model_type") == "vit":
+        channels, height, side = input_shape
+        tokens = (height // get("patch_size")) * (side // get("patch_size")) + 1
+        embed = (tokens - 1) * channels * get("patch_size") ** 2 * width
+        head = width * classes(hf_config)
+    else:
+        (tokens,) = input_shape
+        embed, head = 0, tokens * width * classes(hf_config)
+    attention = tokens * (2 * width * width + 2 * width * kv_width) + tokens * tokens * width  # projections, QKᵀ and AV
+    mlp = tokens * (3 if gated else 2) * width * hidden
+    if units == "sublayers":
+        blocks = [(f"layer{i}.{part}", macs) for i in range(layers) for part, macs in (("attn", attention), ("mlp", mlp))]
+    else:
+        blocks = [(f"layer{i}", attention + mlp) for i in range(layers)]
+    found = [("embed", embed), *blocks, ("final_norm", 0), ("head", head)]
+    return [UnitShape(unit, i, int(macs)) for i, (unit, macs) in enumerate(found)]

@@ -2,7 +2,8 @@
 
 A sweep names runs (names or shell-style patterns); its points are their configurations, every seed
 of them, each at the values its settings give the axes: a dotted key of a run's settings, read as a
-number or as the number a name ends in (model.name vgg16 → 16). Plain Python over a validated config
+number or as the number a name ends in (model.name vgg16 → 16; released.repo EleutherAI/pythia-160m →
+160 M, a model-size suffix k, m or b read as such). Plain Python over a validated config
 (no torch): the Snakefile plans the sweep figures from it.
 """
 
@@ -13,7 +14,9 @@ import re
 
 from layerprobe.config import configurations
 
-TRAILING_NUMBER = re.compile(r"([0-9]+)$")
+# A number a name ends in, with a model-size suffix: vgg16 → 16, pythia-160m → 1.6e8, pythia-1.4b → 1.4e9.
+TRAILING_NUMBER = re.compile(r"([0-9]+(?:\.[0-9]+)?)([kmb]?)$", re.IGNORECASE)
+SIZE_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
 
 
 def patterns(sweep: dict) -> list[str]:
@@ -37,7 +40,10 @@ def axis_value(value) -> int | float | None:
     if isinstance(value, (int, float)):
         return value
     found = TRAILING_NUMBER.search(value) if isinstance(value, str) else None
-    return int(found.group(1)) if found else None
+    if not found:
+        return None
+    number, scale = found.group(1), SIZE_SUFFIX[found.group(2).lower()]
+    return int(number) * scale if "." not in number else float(number) * scale
 
 
 def problems(config: dict) -> list[str]:

@@ -40,6 +40,7 @@ class Dataset:
     num_classes: int  # classes, or the tokenizer's vocabulary
     mean: tuple[float, ...]  # per channel, in raw pixel units (none for tokens)
     std: tuple[float, ...]
+    tokenizer: str = ""  # what made the tokens: "bytes", a model tokenizer's fingerprint (data.text); "" for images
 
     def __post_init__(self) -> None:
         for x, y in ((self.x_train, self.y_train), (self.x_test, self.y_test)):
@@ -117,7 +118,7 @@ def channel_stats(x: torch.Tensor, chunk: int = 1 << 26) -> tuple[tuple[float, .
 
 
 def save(splits: Dataset, path: str | Path) -> None:
-    payload = {"name": splits.name, "num_classes": splits.num_classes,
+    payload = {"name": splits.name, "num_classes": splits.num_classes, "tokenizer": splits.tokenizer,
                "mean": list(splits.mean), "std": list(splits.std),
                "x_train": splits.x_train, "y_train": splits.y_train,
                "x_test": splits.x_test, "y_test": splits.y_test}
@@ -131,6 +132,6 @@ def load(path: str | Path) -> Dataset:
         payload = torch.load(path, weights_only=True, mmap=True)
         return Dataset(payload["name"], payload["x_train"], payload["y_train"],
                       payload["x_test"], payload["y_test"], int(payload["num_classes"]),
-                      tuple(payload["mean"]), tuple(payload["std"]))
+                      tuple(payload["mean"]), tuple(payload["std"]), payload.get("tokenizer", ""))
     except Exception as err:  # any unreadable file gets the same clear message
         raise ValueError(f"{path}: not a readable layerprobe dataset file ({err})") from err

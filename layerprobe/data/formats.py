@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
+import io
 import math
 import pickle
 import struct
 import tarfile
 import tempfile
 import warnings
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -225,9 +227,14 @@ def read_text(decl: dict, files: dict[str, Path], workers: int = 1) -> Raw:
     else:
         documents, where = _folder_documents(decl.get("root")), str(decl["root"])
     train, test = text.split_documents(documents, decl["test_fraction"], decl["split_seed"], where)
-    limit = decl["max_tokens"]
-    tokens = [text.byte_tokens(docs)[: limit[split]] for split, docs in (("train", train), ("test", test))]
+    limit, tokenizer = decl["max_tokens"], model_tokenizer(files)
+    tokens = [text.tokens(docs, tokenizer, limit[split]) for split, docs in (("train", train), ("test", test))]
     return text.token_splits(*tokens, decl["sequence_length"], where)
+
+
+def model_tokenizer(files: dict[str, Path]):
+    """The model tokenizer a text dataset declares (its folder is the file role `tokenizer`), or None: bytes."""
+    return text.load_tokenizer(files["tokenizer"]) if "tokenizer" in files else None
 
 
 def _folder_documents(root: str | None) -> list[tuple[str, str]]:
@@ -277,6 +284,45 @@ def _sentences(tar: tarfile.TarFile, members: list, limit: int | None, archive: 
     return torch.frombuffer(bytearray(joined), dtype=torch.uint8).clone()
 
 
+# ---- wikitext: WikiText (Merity et al. 2016), Wikipedia's Good and Featured articles, raw: a zip with
+# one file per split, a paragraph per line, each article opened by a ' = Title = ' line.
+
+
+def read_wikitext(decl: dict, files: dict[str, Path], workers: int = 1) -> Raw:
+    archive, limit, tokenizer = files["archive"], decl["max_tokens"], model_tokenizer(files)
+    splits = {}
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            names = set(zipped.namelist())
+            for split in ("train", "test"):
+                member = decl[f"{split}_member"]
+                if member not in names:
+                    raise ValueError(f"{archive}: no member {member!r} ({split}_member); it holds {sorted(names)[:8]}")
+                with zipped.open(member) as handle:
+                    lines = io.TextIOWrapper(handle, encoding="utf-8", errors="strict")
+                    splits[split] = text.tokens(_articles(lines, f"{archive}: {member}"), tokenizer, limit[split])
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ValueError(f"{archive}: not a readable zip archive ({err})") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{archive}: not UTF-8 text ({err})") from err
+    return text.token_splits(splits["train"], splits["test"], decl["sequence_length"], str(archive))
+
+
+def _articles(lines, where: str):
+    """(title, text) per article, read lazily (a split stops being read once it has its tokens)."""
+    title, body = None, []
+    for line in lines:
+        heading = line.strip()
+        if heading.startswith("= ") and heading.endswith(" =") and not heading.startswith("= ="):
+            if body and "".join(body).strip():
+                yield title or f"{where} (before the first article)", "".join(body).strip("\n")
+            title, body = heading.strip("= ").strip(), [line]
+        else:
+            body.append(line)
+    if body and "".join(body).strip():
+        yield title or where, "".join(body).strip("\n")
+
+
 class _pool:
     """map over processes when workers > 1 (decoding is CPU-bound), in order, else in this process."""
 
@@ -301,6 +347,7 @@ READERS: dict[str, tuple[Callable[..., Raw], tuple[str, ...]]] = {
     "imagefolder": (read_imagefolder, ()),
     "text": (read_text, ()),
     "lm1b": (read_lm1b, ("archive",)),
+    "wikitext": (read_wikitext, ("archive",)),
 }
 
 

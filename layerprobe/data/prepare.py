@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from layerprobe.config import section
-from layerprobe.config.datasets import BUILTIN, declarations, file_roles
-from layerprobe.data import download, formats
+from layerprobe.config.datasets import BUILTIN, declarations, file_roles, model_tokenizer
+from layerprobe.data import download, formats, text
 from layerprobe.data.dataset import Dataset, channel_stats
 
 
@@ -37,11 +37,16 @@ def prepare(name: str, declaration: dict | None = None, files: dict[str, str | P
             local[role] = download.fetch(entry["urls"], entry["sha256"], Path(download_dir) / name / role)
         else:
             raise ValueError(f"dataset {name!r}: no path for its file {role!r} (give files= or download_dir=)")
+    tokenizer = model_tokenizer(decl)
+    if tokenizer is not None:
+        local["tokenizer"] = _tokenizer_folder(name, tokenizer, (files or {}).get("tokenizer"), download_dir)
     try:
         x_train, y_train, x_test, y_test = read(decl, local, workers=workers)
     except ValueError as err:
         raise ValueError(f"dataset {name!r} ({decl['format']}): {err}") from err
     num_classes = decl["num_classes"]
+    if num_classes is None:  # a model tokenizer's own vocabulary (added tokens included)
+        num_classes = text.load_tokenizer(local["tokenizer"]).get_vocab_size(with_added_tokens=True)
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if len(y) == 0:  # refused here: training would fail on it only after the file was written
             raise ValueError(f"dataset {name!r}: its {split} split is empty (0 examples); "
@@ -62,7 +67,25 @@ def prepare(name: str, declaration: dict | None = None, files: dict[str, str | P
         # Per channel over all training pixels, as is usual for images (per-pixel scaling would blow
         # up the nearly constant border pixels).
         mean, std = channel_stats(x_train)
-    return Dataset(name, x_train, y_train, x_test, y_test, num_classes=num_classes, mean=mean, std=std)
+    stamp = text.fingerprint(local["tokenizer"]) if tokenizer is not None else ("bytes" if x_train.dtype == torch.int64 else "")
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes=num_classes, mean=mean, std=std, tokenizer=stamp)
+
+
+def _tokenizer_folder(name: str, tokenizer: dict, given: str | Path | None, download_dir: str | Path | None) -> Path:
+    """The folder holding the model tokenizer's tokenizer.json: given (a folder, or a file in it such as a
+    fetched revision's marker), the declared folder, or the revision fetched into download_dir/hub."""
+    if given is not None:
+        return Path(given) if Path(given).is_dir() else Path(given).parent
+    if "folder" in tokenizer:
+        return Path(tokenizer["folder"]).expanduser()
+    if download_dir is None:
+        raise ValueError(f"dataset {name!r}: its tokenizer is {tokenizer['repo']}@{tokenizer['revision']}; "
+                         "give files={'tokenizer': folder} or download_dir=")
+    from layerprobe.data import hub
+
+    folder = Path(download_dir) / "hub" / tokenizer["repo"] / tokenizer["revision"]
+    hub.fetch_revision(tokenizer["repo"], tokenizer["revision"], folder)
+    return folder
 
 
 def _with_defaults(name: str, decl: dict) -> dict:

@@ -1,15 +1,20 @@
-"""Text corpora for sequence models: documents → byte-level tokens → fixed-length sequences.
+"""Text corpora for sequence models: documents → tokens → fixed-length sequences.
 
 A corpus is a list of named documents (a text format's reader, layerprobe.data.formats, finds them). Documents, not sequences, are split into train and test, so
 no test sequence shares text with a training one. The byte-level tokenizer is UTF-8 itself (a
-vocabulary of 256, no dependency, nothing to train or store). The embedded corpus is the standard
+vocabulary of 256, no dependency, nothing to train or store); a released model is evaluated on the
+tokens of its own tokenizer (its tokenizer.json, read with the `tokenizers` library: the hf extra). The embedded corpus is the standard
 library's pydoc topics (`pydoc_data.topics`, about 0.46 M characters of real English prose and code
 in 79 documents), so the default needs no download.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
@@ -56,6 +61,45 @@ def byte_tokens(documents: list[tuple[str, str]], separator: bytes = SEPARATOR) 
     """The documents' UTF-8 bytes joined by `separator`, as one uint8 token array."""
     joined = separator.join(text.encode("utf-8") for _, text in documents)
     return torch.frombuffer(bytearray(joined), dtype=torch.uint8).clone()
+
+
+def load_tokenizer(folder: str | Path):
+    """The Hugging Face tokenizer in `folder` (its tokenizer.json; no code is run)."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as err:
+        raise ImportError('a model\'s tokenizer needs the tokenizers library: pip install ".[hf]"') from err
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no tokenizer.json (a model tokenizer is read from its tokenizer.json)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the Rust parser's errors, whatever their type
+        raise ValueError(f"{path}: not a readable tokenizer ({err})") from err
+
+
+def fingerprint(folder: str | Path) -> str:
+    """What fixes a tokenizer's ids (vocabulary and merges, added tokens, normalizer, pre-tokenizer), hashed:
+    two tokenizer.json files that map text to the same ids have the same fingerprint."""
+    path = Path(folder) / "tokenizer.json"
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    essence = {key: spec.get(key) for key in ("model", "added_tokens", "normalizer", "pre_tokenizer")}
+    return "sha256:" + hashlib.sha256(json.dumps(essence, sort_keys=True).encode()).hexdigest()
+
+
+def tokens(documents: Iterable[tuple[str, str]], tokenizer=None, limit: int | None = None) -> torch.Tensor:
+    """The documents' tokens, joined by the separator's, as one int64 array of at most `limit` tokens.
+    tokenizer None: bytes (= byte_tokens); else a Hugging Face tokenizer, one document at a time (so reading
+    stops once `limit` tokens are there) with no special tokens added."""
+    if tokenizer is None:
+        return byte_tokens(list(documents))[:limit].long()
+    separator = tokenizer.encode(SEPARATOR.decode(), add_special_tokens=False).ids
+    ids: list[int] = []
+    for i, (_, text) in enumerate(documents):
+        ids += (separator if i else []) + tokenizer.encode(text, add_special_tokens=False).ids
+        if limit is not None and len(ids) >= limit:
+            break
+    return torch.tensor(ids[:limit], dtype=torch.int64)
 
 
 def sequences(tokens: torch.Tensor, context: int, where: str = "corpus") -> tuple[torch.Tensor, torch.Tensor]:

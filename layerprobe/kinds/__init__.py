@@ -15,6 +15,8 @@ import importlib
 from layerprobe.config import checkpoint_epochs
 from layerprobe.config import datasets as declared
 from layerprobe.config.schema import load_schema, probe_kinds
+from layerprobe.config import released
+from layerprobe.config.shapes import released as released_shapes
 from layerprobe.config.shapes import units as unit_shapes
 from layerprobe.kinds.base import Context, Figure, ProbeKind, Refine, Subset, Summary, Table
 
@@ -99,17 +101,27 @@ def planning_context(run: dict, config: dict) -> Context | None:
     from layerprobe.kinds.rerandomize import draw_seeds  # here: the kind modules import this one
 
     declaration = config["datasets"][run["dataset"]]
-    shapes = unit_shapes(run["model"], declared.input_shape(declaration), declaration["num_classes"])
+    if run.get("released"):  # the units are the checkpoints' own: known once their config.json is on disk
+        hf_config = released.model_config(run["released"])
+        if hf_config is None:
+            return None
+        shapes = released_shapes(hf_config, run["released"]["units"], declared.input_shape(declaration))
+        epochs = sorted(released.steps(run["released"]))
+        num_classes = released.classes(hf_config)
+    else:
+        shapes = unit_shapes(run["model"], declared.input_shape(declaration), declaration["num_classes"])
+        epochs = checkpoint_epochs(run["checkpoints"], run["train"]["epochs"])
+        num_classes = declaration["num_classes"]
     if shapes is None:
         return None
     probes, redraw = config["probes"], config["probes"]["rerandomize"]
     return Context(
         units=shapes,
-        epochs=checkpoint_epochs(run["checkpoints"], run["train"]["epochs"]),
+        epochs=epochs,
         draw_seeds=draw_seeds(redraw["seed"], run["seed"], redraw["draws"] if redraw["enabled"] else 0),
         settings=probes,
         run_seed=run["seed"],
-        num_classes=declaration["num_classes"],
+        num_classes=num_classes,
         categories=config["categories"],
         joint_groups=run["joint_groups"],
         rows=None,
