@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +103,14 @@ def test_sharded_safetensors(fakehub, tmp_path):
     shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     assert list(marker["files"]) == ["config.json", "model.safetensors.index.json", *shards, "tokenizer.json"]
     assert all(marker["files"][name] == sha256(served / name) for name in marker["files"])
+
+
+def test_a_corrupt_index_is_a_mismatch(fakehub, tmp_path):
+    revision(fakehub.root, "step2000", weights="sharded")
+    fakehub.faults["corrupt"].add("model.safetensors.index.json")
+    with pytest.raises(HubError, match=r"'step2000': model\.safetensors\.index\.json: git blob id mismatch"):
+        fetch(fakehub, "step2000", tmp_path / "dest")
+    assert fakehub.downloads("model-00001-of-00002.safetensors") == 0
 
 
 def test_missing_shard(fakehub, tmp_path):
@@ -205,6 +215,11 @@ def test_pickle_is_refused_unless_allowed(fakehub, tmp_path):
         marker = fetch(fakehub, "step1000", dest, allow_pickle=True)
     assert marker["weights"] == "pickle"
     assert marker["files"]["pytorch_model.bin"] == sha256(served / "pytorch_model.bin")
+    with pytest.raises(HubError, match=r"only pickled weights \(pytorch_model\.bin\)"):  # fetched, still refused
+        fetch(fakehub, "step1000", dest)
+    with pytest.warns(UserWarning, match="pytorch_model.bin"):
+        assert fetch(fakehub, "step1000", dest, allow_pickle=True) == marker
+    assert fakehub.downloads("pytorch_model.bin") == 1
 
 
 def test_no_config_or_no_weights(fakehub, tmp_path):
@@ -214,6 +229,34 @@ def test_no_config_or_no_weights(fakehub, tmp_path):
         fetch(fakehub, "noconfig", tmp_path / "a")
     with pytest.raises(HubError, match=r"^acme/tiny, revision 'noweights': no weights: none of model\.safetensors"):
         fetch(fakehub, "noweights", tmp_path / "b")
+
+
+def test_network_failure(tmp_path):
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    with pytest.raises(HubError, match=r"^acme/tiny, revision 'step1': network failure .*ConnectError.*rerun to retry"):
+        fetch_revision(REPO, "step1", tmp_path / "dest", endpoint=endpoint, token=False)
+
+
+def test_the_fake_hub_serves_hf_hub_download(fakehub, tmp_path):
+    """The HEAD and GET /resolve/ answers are what hf_hub_download needs, errors included."""
+    from huggingface_hub import errors, hf_hub_download
+
+    served = revision(fakehub.root, "step1000")
+    kwargs = {"revision": "step1000", "local_dir": tmp_path / "local", "endpoint": fakehub.endpoint, "token": False}
+    for name in ["model.safetensors", "config.json"]:
+        path = hf_hub_download(REPO, name, **kwargs)
+        assert sha256(Path(path)) == sha256(served / name)
+    assert fakehub.requests[("HEAD", f"/{REPO}/resolve/step1000/model.safetensors")] == 1
+    with pytest.raises(errors.RemoteEntryNotFoundError):
+        hf_hub_download(REPO, "absent.json", **kwargs)
+    with pytest.raises(errors.RevisionNotFoundError):
+        hf_hub_download(REPO, "config.json", **kwargs | {"revision": "step9"})
+    # a fresh local_dir: hf_hub_download answers RepoNotFound with a file already in local_dir by using that file
+    with pytest.raises(errors.RepositoryNotFoundError):
+        hf_hub_download("acme/other", "config.json", **kwargs | {"local_dir": tmp_path / "other"})
+    assert not (tmp_path / "other" / "config.json").exists()
 
 
 def test_read_folder_revision(tmp_path):

@@ -52,20 +52,30 @@ def select(names: set[str], read_index: Callable[[str], dict], where: str, allow
         weights = [single] if single in names else [index] if index in names else []
         if not weights:
             continue
-        if kind == "pickle" and not allow_pickle:
-            raise HubError(
-                f"{where}: only pickled weights ({weights[0]}), no model.safetensors; pickled weights are refused "
-                f"(loading a pickle can run code). To accept them, {OPT_IN}: they are then loaded with "
-                "torch.load(weights_only=True)"
-            )
+        if kind == "pickle":
+            _pickle_check(where, weights, allow_pickle)  # before reading the index: refused, nothing is downloaded
         if weights[0] == index:
             weights += _shards(read_index(index), index, names, where)
         if kind == "pickle":
-            warnings.warn(f"{where}: using pickled weights {', '.join(weights)} (allow_pickle is set)", stacklevel=3)
+            _pickle_check(where, weights, allow_pickle, warn=True)
         return ["config.json", *weights, *(name for name in OPTIONAL if name in names)], kind
     raise HubError(
         f"{where}: no weights: none of {', '.join(name for _, *pair in WEIGHTS for name in pair)} is present"
     )
+
+
+def _pickle_check(where: str, weights: list[str], allow_pickle: bool, warn: bool = False, stacklevel: int = 4) -> None:
+    """Refuse pickled weights unless allowed; allowed, warn (at `stacklevel`: the caller of the public function)."""
+    if not allow_pickle:
+        raise HubError(
+            f"{where}: only pickled weights ({', '.join(weights)}), no model.safetensors; pickled weights are refused "
+            f"(loading a pickle can run code). To accept them, {OPT_IN}: they are then loaded with "
+            "torch.load(weights_only=True)"
+        )
+    if warn:
+        warnings.warn(
+            f"{where}: using pickled weights {', '.join(weights)} (allow_pickle is set)", stacklevel=stacklevel
+        )
 
 
 def _shards(index: dict, name: str, names: set[str], where: str) -> list[str]:
@@ -97,10 +107,7 @@ def read_folder_revision(folder: str | Path, revision: str, *, allow_pickle: boo
     where = f"{root}, revision {revision!r}"
 
     def read_index(name: str) -> dict:
-        try:
-            return json.loads((path / name).read_text())
-        except ValueError as error:
-            raise HubError(f"{where}: {name} is not valid JSON: {error}") from None
+        return _json(path / name, f"{where}: {name}")
 
     names = {str(p.relative_to(path).as_posix()) for p in path.rglob("*") if p.is_file()}
     chosen, weights = select(names, read_index, where, allow_pickle)
@@ -126,6 +133,9 @@ def fetch_revision(
     where = f"{repo}, revision {revision!r}"
     done = _complete(dest, repo, revision)
     if done is not None:
+        if done["weights"] == "pickle":  # fetched with allow_pickle earlier: the rule holds for this call too
+            pickled = [name for name in done["files"] if name.startswith("pytorch_model")]
+            _pickle_check(where, pickled, allow_pickle, warn=True, stacklevel=3)
         return done
     hf = _hub()
     (dest / MARKER).unlink(missing_ok=True)  # the folder is about to change: no marker may vouch for it meanwhile
@@ -141,34 +151,31 @@ def fetch_revision(
         if name not in digests:
             sibling = published[name]
             expected, size = (sibling.lfs.sha256, sibling.lfs.size) if sibling.lfs else (sibling.blob_id, sibling.size)
+            which = 0 if sibling.lfs else 1  # the published hash: SHA-256 of an LFS file, else the git blob id
             if not expected:
                 raise HubError(f"{where}: {name}: the Hub published no hash for it, so it cannot be verified")
             final = dest / name
-            if final.is_file() and _digests(final)[0 if sibling.lfs else 1] != expected:
-                final.unlink()  # left by a fetch of another commit
-            if not final.is_file():
+            found = _digests(final) if final.is_file() else None
+            if found is None or found[which] != expected:  # absent, or left by a fetch of another commit
                 partial = dest / PARTIAL / expected
                 url = hf.hf_hub_url(repo, name, revision=commit, endpoint=endpoint)
                 with _mapped(hf, where, name):
                     _download(hf, url, partial, size, headers)
-                actual = _digests(partial)[0 if sibling.lfs else 1]
-                if actual != expected:
+                found = _digests(partial)
+                if found[which] != expected:
                     partial.unlink()
                     kind = "sha256" if sibling.lfs else "git blob id"
                     raise HubError(
-                        f"{where}: {name}: {kind} mismatch, expected {expected}, got {actual}; "
+                        f"{where}: {name}: {kind} mismatch, expected {expected}, got {found[which]}; "
                         "the download was deleted, rerun to fetch it again"
                     )
                 final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(partial, final)
-            digests[name] = atomic.sha256(final)
+                os.replace(partial, final)  # verified before it has its name
+            digests[name] = found[0]
         return dest / name
 
     def read_index(name: str) -> dict:
-        try:
-            return json.loads(get(name).read_text())
-        except ValueError as error:
-            raise HubError(f"{where}: {name} is not valid JSON: {error}") from None
+        return _json(get(name), f"{where}: {name}")
 
     chosen, weights = select(set(published), read_index, where, allow_pickle)
     for name in chosen:
@@ -235,6 +242,13 @@ def _digests(path: Path) -> tuple[str, str]:
             sha256.update(block)
             blob.update(block)
     return sha256.hexdigest(), blob.hexdigest()
+
+
+def _json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise HubError(f"{what} is not valid JSON: {error}") from None
 
 
 def _remove_empty(folder: Path) -> None:
