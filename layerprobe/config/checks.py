@@ -72,7 +72,7 @@ def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
             messages.append(f"runs[{i}].name: run name {run['name']!r} is used twice")
         seen.add(run["name"])
         if run.get("released"):  # probed on published checkpoints: nothing to train
-            extra = [key for key in ("model", "train", "checkpoints") if key in run]
+            extra = [key for key in ("model", "train", "checkpoints") if run.get(key)]  # train: {} is the default
             if extra:
                 messages.append(
                     f"runs[{i}]: run {run['name']!r} is probed on released checkpoints, which fix its architecture "
@@ -80,7 +80,6 @@ def _cross_checks(config: dict, kinds: tuple[str, ...]) -> list[str]:
                 )
             messages += released.problems(run["released"], f"runs[{i}].released")
             continue
-        run.setdefault("train", {})
         # A run's train becomes its recipe's full settings with the run's overrides (and the recipe's name).
         settings, problems_ = recipes.problems(run["train"], config["recipes"], f"runs[{i}].train")
         messages += [p for p in problems_ if p not in messages]
