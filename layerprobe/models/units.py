@@ -47,8 +47,7 @@ def inventory(model: nn.Module, rule: str | dict | None = None) -> list[Unit]:
     `rule`: None (the model's own `layerprobe_unit_rule` if it has one, else a UnitChain's units,
     else "per block"), "per block" (each top-level child holding parameters), "per module" (each
     module holding parameters itself) or a mapping {unit name: [module paths or parameter names]}.
-    Parameters no unit owns are listed by
-    `skipped`; a whole-model reset still resets them.
+    Parameters no unit owns are listed by `skipped`; a whole-model reset still resets them.
     """
     rule_name, groups = _groups(model, rule)
     if FULLMODEL in groups:
