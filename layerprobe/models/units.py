@@ -36,15 +36,18 @@ class Unit:
 
 
 RULES = ("unit chain", "per block", "per module", "mapping")
+# A model may name its own rule (models.pretrained's parallel-residual sublayers: a mapping), used when
+# no rule is given, so layerprobe.probe and the study find its units without being told.
+OWN_RULE = "layerprobe_unit_rule"
 
 
 def inventory(model: nn.Module, rule: str | dict | None = None) -> list[Unit]:
     """The model's units in forward order (a UnitChain's own order, else module order).
 
-    `rule`: None (a UnitChain's units, else "per block"), "per block" (each top-level child
-    holding parameters), "per module" (each module holding parameters itself) or a mapping
-    {unit name: [module paths or parameter names]}. Parameters no unit owns are listed by
-    `skipped`; a whole-model reset still resets them.
+    `rule`: None (the model's own `layerprobe_unit_rule` if it has one, else a UnitChain's units,
+    else "per block"), "per block" (each top-level child holding parameters), "per module" (each
+    module holding parameters itself) or a mapping {unit name: [module paths or parameter names]}.
+    Parameters no unit owns are listed by `skipped`; a whole-model reset still resets them.
     """
     rule_name, groups = _groups(model, rule)
     if FULLMODEL in groups:
@@ -74,7 +77,7 @@ def inventory(model: nn.Module, rule: str | dict | None = None) -> list[Unit]:
 def _groups(model: nn.Module, rule) -> tuple[str, dict[str, tuple[str, ...]]]:
     """The rule's name and, per unit, the module paths or parameter names it owns."""
     if rule is None:
-        rule = "unit chain" if isinstance(model, UnitChain) else "per block"
+        rule = getattr(model, OWN_RULE, None) or ("unit chain" if isinstance(model, UnitChain) else "per block")
     if isinstance(rule, dict):
         return "mapping", {name: (paths,) if isinstance(paths, str) else tuple(paths) for name, paths in rule.items()}
     if rule == "unit chain":
