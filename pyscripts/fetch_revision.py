@@ -9,6 +9,7 @@ import logging
 import warnings
 from pathlib import Path
 
+from layerprobe.config import released
 from layerprobe.data import hub
 
 logging.captureWarnings(True)  # the pickled-weights warning goes to the log
@@ -17,7 +18,7 @@ w = snakemake.wildcards
 repo = f"{w.owner}/{w.name}"
 info = hub.fetch_revision(
     repo, w.revision, Path(snakemake.output[0]).parent,
-    allow_pickle=snakemake.params.allow_pickle, endpoint=snakemake.params.endpoint,
+    allow_pickle=snakemake.params.allow_pickle, endpoint=released.hub_endpoint(snakemake.config["runs"], repo),
 )
 print(f"{repo}@{w.revision} (commit {info['commit']}): {len(info['files'])} files verified")
 for name, digest in info["files"].items():

@@ -93,17 +93,3 @@ def released_markers(released):
 def released_settings(released):
     """What shapes a released run's manifest: all but the hub's address."""
     return {key: value for key, value in released.items() if key != "endpoint"}
-
-
-def hub_uses(repo):
-    """The released sections of the runs fetching from `repo`."""
-    return [run["released"] for run in RUNS.values() if (run.get("released") or {}).get("repo") == repo]
-
-
-def hub_allow_pickle(repo):
-    return any(released["allow_pickle"] for released in hub_uses(repo))
-
-
-def hub_endpoint(repo):
-    """The address the runs on `repo` give (the first that gives one), else huggingface_hub's default."""
-    return next((released["endpoint"] for released in hub_uses(repo) if released["endpoint"]), None)

@@ -14,9 +14,11 @@ rule fetch_revision:
         revision="[A-Za-z0-9][A-Za-z0-9_.-]*",
     params:
         # What shapes the files: the repository and revision (the wildcards) and whether pickled weights
-        # are accepted; the hub's address does not (the hashes do), so editing it fetches nothing again.
-        allow_pickle=lambda wildcards: hub_allow_pickle(f"{wildcards.owner}/{wildcards.name}"),
-        endpoint=lambda wildcards: hub_endpoint(f"{wildcards.owner}/{wildcards.name}"),
+        # are accepted. The hub's address does not (the hashes do): the script reads it from the config,
+        # so editing it fetches nothing again.
+        allow_pickle=lambda wildcards: layerprobe.config.released.allow_pickle(
+            config["runs"], f"{wildcards.owner}/{wildcards.name}"
+        ),
     log:
         "logs/fetch/{owner}/{name}/{revision}.log",
     conda:

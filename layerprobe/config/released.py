@@ -78,3 +78,18 @@ def classes(hf_config: dict) -> int:
     if hf_config.get("model_type") == "vit":
         return len(hf_config.get("id2label") or {0: 0, 1: 1})  # transformers' default is two labels
     return hf_config["vocab_size"]
+
+
+def hub_uses(runs: list[dict], repo: str) -> list[dict]:
+    """The `released` sections of the runs that fetch from `repo`."""
+    return [run["released"] for run in runs if (run.get("released") or {}).get("repo") == repo]
+
+
+def allow_pickle(runs: list[dict], repo: str) -> bool:
+    """Whether a run on `repo` accepts pickled weights (then its revisions are fetched with them)."""
+    return any(released["allow_pickle"] for released in hub_uses(runs, repo))
+
+
+def hub_endpoint(runs: list[dict], repo: str) -> str | None:
+    """The hub address the runs on `repo` give (the first that gives one); None: huggingface_hub's default."""
+    return next((released["endpoint"] for released in hub_uses(runs, repo) if released["endpoint"]), None)

@@ -188,5 +188,6 @@ def released(hf_config: dict, units: str, input_shape: tuple[int, ...]) -> list[
         blocks = [(f"layer{i}.{part}", macs) for i in range(layers) for part, macs in (("attn", attention), ("mlp", mlp))]
     else:
         blocks = [(f"layer{i}", attention + mlp) for i in range(layers)]
-    found = [("embed", embed), *blocks, ("final_norm", 0), ("head", head)]
+    norm = [] if get("model_type") == "olmo" else [("final_norm", 0)]  # OLMo's LayerNorm has no parameters
+    found = [("embed", embed), *blocks, *norm, ("head", head)]
     return [UnitShape(unit, i, int(macs)) for i, (unit, macs) in enumerate(found)]
