@@ -13,7 +13,8 @@ variant and split. The evaluators:
   engine  layerprobe.probing.engine.evaluate (prefix shared, variants folded into the batch, α-linearity)
   loop    layerprobe.probing.reference.evaluate: one variant at a time through functional_call on its
           composed state dict, inputs in batches of 1,000 — the plain loop users write (an
-          inline loop without the reference's bookkeeping timed the same)
+          inline loop without the reference's bookkeeping timed the same); case f: the Hugging Face
+          model's own forward with each variant's weights loaded
   vmap    torch.func: chunks of variants' full composed state dicts stacked, vmap(functional_call)
           over them, inputs in batches of 1,000; chunk size from the same memory budget
   floor   the minimal multiply-adds of the work ÷ the float32 matmul rate measured here: the final
@@ -34,6 +35,11 @@ final state last; inputs are standard normal, labels the final model's predictio
      of 128 tokens (4,096 predicted tokens), every unit (embed, block0..3, head) × 10 checkpoints and
      × a 21-point α grid; inputs are uniform random bytes, labels the final model's next-token
      predictions (10% random). The floor counts each attention's two T×T products as well
+  f  a Pythia-style Hugging Face GPT-NeoX (layerprobe.models.pretrained.build: 12 layers × width 128,
+     4 heads, parallel residual, rotary on a quarter of each head, vocabulary 4,096), N = 16 sequences
+     of 128 tokens, every unit (embed, layer0..11, final_norm, head) × 10 checkpoints (reinit). Its loop
+     is the Hugging Face model's own: each variant's weights loaded (load_state_dict), its forward run;
+     vmap is not timed (it is the loop's work, whole model per variant). Needs transformers (".[hf]")
 
 Timing: each evaluator is first called once on a small warm-up (2 variants, the first 1,000
 inputs), then timed over one full call (time.perf_counter, torch.cuda.synchronize on CUDA).
@@ -56,8 +62,10 @@ error differs.
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import gc
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -128,6 +136,7 @@ class Case:
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     input_shape: tuple[int, ...]
     bn_stats: str = "same_source"
+    loop: Callable[[Case], list[dict]] | None = None  # the plain loop, where it is not reference.evaluate
 
     @property
     def final(self) -> dict[str, torch.Tensor]:
@@ -270,13 +279,84 @@ def case_e(n: int, checkpoints: int, grid: int, context: int = 128, device="cpu"
     )
 
 
-CASES = {"a": case_a, "b": case_b, "c": case_c, "d": case_d, "e": case_e}
+def neox_config(layers: int = 12, width: int = 128, heads: int = 4, vocabulary: int = 4096, context: int = 128):
+    from transformers import GPTNeoXConfig
+
+    # Pythia's shape: parallel residual, rotary on a quarter of each head, MLP 4× the width
+    return GPTNeoXConfig(
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * width,
+        vocab_size=vocabulary,
+        max_position_embeddings=context,
+        rotary_pct=0.25,
+        use_parallel_residual=True,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+
+
+def case_f(
+    n: int,
+    checkpoints: int,
+    layers: int = 12,
+    width: int = 128,
+    vocabulary: int = 4096,
+    context: int = 128,
+    device="cpu",
+) -> Case:
+    """A Hugging Face GPT-NeoX, every unit reset to every checkpoint; the loop is the model's own forward."""
+    from layerprobe.models import pretrained
+
+    config = neox_config(layers, width, vocabulary=vocabulary, context=context)
+    case = build(
+        "f",
+        pretrained.factory(config),
+        (context,),
+        n,
+        checkpoints,
+        lambda units: reinit.describe(units, list(range(checkpoints))),
+        torch.device(device),
+        vocabulary=vocabulary,
+    )
+    return replace(case, loop=hf_loop)
+
+
+@torch.no_grad()
+def hf_loop(case: Case) -> list[dict]:
+    """The plain loop on a Hugging Face model: per variant, its composed weights loaded into the model
+    (under the model's own keys) and the model's own forward run."""
+    from layerprobe.models import pretrained
+
+    hf = copy.deepcopy(pretrained.hf_model(case.model)).eval()
+    keys = pretrained.hf_keys(case.model)
+
+    def forward(state: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+        hf.load_state_dict({keys[k]: v for k, v in state.items()}, strict=True)
+        return lambda x: hf(input_ids=x, use_cache=False).logits
+
+    reference = {
+        s: classify(forward(case.final), x, y, batch_size=BATCH)["predictions"] for s, (x, y) in case.splits.items()
+    }
+    rows = []
+    for v in case.variants:
+        run = forward(compose.compose(v, case.units, case.final, case.source(v.source), case.bn_stats))
+        for s, (x, y) in case.splits.items():
+            rows.append(result_row(v, case.bn_stats, s, classify(run, x, y, reference=reference[s], batch_size=BATCH)))
+    return rows
+
+
+CASES = {"a": case_a, "b": case_b, "c": case_c, "d": case_d, "e": case_e, "f": case_f}
+NEEDS_TRANSFORMERS = {"f"}
+NO_VMAP = {"f"}  # vmap there is the loop's work (the whole model per variant): not timed
 FULL = {
     "a": dict(n=10_000, checkpoints=20),
     "b": dict(n=10_000, grid=21),
     "c": dict(n=2_000, checkpoints=5),
     "d": dict(n=1_000, checkpoints=100),
     "e": dict(n=32, checkpoints=10, grid=21),
+    "f": dict(n=16, checkpoints=10),
 }
 QUICK = {
     "a": dict(n=1_000, checkpoints=3),
@@ -284,6 +364,7 @@ QUICK = {
     "c": dict(n=200, checkpoints=3),
     "d": dict(n=100, checkpoints=20),
     "e": dict(n=4, checkpoints=3, grid=4, context=32),
+    "f": dict(n=4, checkpoints=3, layers=2, vocabulary=256, context=32),
 }
 ARENAS = "MALLOC_ARENA_MAX"
 MEMORY_CASES = {"d": 512 * 2**20}  # case → the engine's memory budget there, measured in a child process
@@ -310,6 +391,8 @@ def run_engine(case: Case, device: torch.device, budget: int, ops: bool = False)
 
 
 def run_loop(case: Case) -> list[dict]:
+    if case.loop is not None:
+        return case.loop(case)
     return reference.evaluate(
         case.model, case.units, case.variants, case.final, case.source, case.splits, case.bn_stats
     )
@@ -382,10 +465,11 @@ def profile(case: Case) -> tuple[list[int], int]:
     def hook(name):
         def record(module, inputs, output):
             nonlocal widest
+            output = output[0] if isinstance(output, tuple) else output  # Hugging Face: (out, weights), (cos, sin)
             widest = max(widest, (inputs[0][0].numel() + output[0].numel()) * output.element_size())
             if isinstance(module, nn.Linear):
                 macs[owner(name)] += output[0].numel() * module.in_features
-            elif isinstance(module, Attention):  # scores q·kᵀ and their mix with v, on (T, width)
+            elif attention(module):  # scores q·kᵀ and their mix with v, on (T, width)
                 tokens, width = inputs[0][0].shape
                 macs[owner(name)] += 2 * tokens * tokens * width
             elif isinstance(module, nn.Conv2d):
@@ -395,7 +479,7 @@ def profile(case: Case) -> tuple[list[int], int]:
         return record
 
     for name, module in case.model.named_modules():
-        if name and (isinstance(module, Attention) or not any(True for _ in module.children())):
+        if name and (attention(module) or not any(True for _ in module.children())):
             hooks.append(module.register_forward_hook(hook(name)))
     try:
         with torch.no_grad():
@@ -406,6 +490,11 @@ def profile(case: Case) -> tuple[list[int], int]:
         for h in hooks:
             h.remove()
     return [macs[u.name] for u in case.units], widest
+
+
+def attention(module: nn.Module) -> bool:
+    """Ours, or a Hugging Face model's (GPTNeoXAttention, LlamaAttention, ...): T×T products inside."""
+    return isinstance(module, Attention) or type(module).__name__.endswith("Attention")
 
 
 def linear_in_weights(model: nn.Module, unit: Unit) -> bool:
@@ -683,7 +772,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shrunken sizes (under a minute on 2 CPU cores)")
     parser.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"], help="auto: cuda when available")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
-    parser.add_argument("--cases", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    have_hf = importlib.util.find_spec("transformers") is not None
+    parser.add_argument(
+        "--cases",
+        default=",".join(c for c in CASES if have_hf or c not in NEEDS_TRANSFORMERS),
+        help="comma-separated subset of a,b,c,d,e,f (f needs transformers; default: all that can run)",
+    )
     parser.add_argument("--budget-mb", type=int, default=2048, help="memory budget of engine and vmap in cases a-c")
     parser.add_argument("--json", metavar="PATH", help="write the rows as a JSON list")
     parser.add_argument(
@@ -720,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
             engine_in_child(letter, sizes[letter], device, args.threads, budget) if letter in MEMORY_CASES else None
         )
         case = CASES[letter](device=device, **sizes[letter])
-        time_vmap = not (letter in MEMORY_CASES and device.type == "cpu")
+        time_vmap = not (letter in MEMORY_CASES and device.type == "cpu") and letter not in NO_VMAP
         results.append(measure(case, device, budget, rate, time_vmap, engine_result, use_ops))
         print(f"case {letter} done: {results[-1]}", file=sys.stderr, flush=True)
         del case

@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 import torch  # noqa: E402
 
+import layerprobe  # noqa: E402
 from layerprobe import models  # noqa: E402
 from layerprobe.base.metrics import classify  # noqa: E402
 from layerprobe.base.seeds import derive_seed  # noqa: E402
@@ -124,8 +125,9 @@ def test_units_cover_the_model(name, units):
     if isinstance(model, UnitChain):
         assert list(model.unit_names) == pretrained.unit_names(config, units)
         assert pretrained.unit_rule(model) == "unit chain"
-    else:
+    else:  # the library finds the mapping itself: layerprobe.probe needs no unit_rule
         assert inventory(model, pretrained.unit_rule(model)) == found
+        assert list(layerprobe.units(model)["unit"].dropna())[: len(found)] == [u.name for u in found]
     owned = [k for u in found for k in u.params]
     assert sorted(owned) == sorted(k for k, _ in model.named_parameters())  # every parameter, once
     # the state dict holds exactly the units' entries (the rotary inv_freq is no entry)
@@ -159,8 +161,8 @@ def setting(name, units):
     draws = {k: models.fresh_state(factory, k + 200) for k in range(2)}
     draws = {k: {key: v.double() for key, v in s.items()} for k, s in draws.items()}
     model = factory().double()
-    x, y = inputs(config, 48, generator)
-    splits = {"test": (x, y), "train": (x[:17], y[:17])}
+    x, y = inputs(config, 32, generator)
+    splits = {"test": (x, y), "train": (x[:11], y[:11])}
 
     def source(key):
         kind, index = key
