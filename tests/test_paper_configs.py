@@ -1,4 +1,4 @@
-"""configs/paper-*.yaml: each validates and dry-runs with the jobs its experiments need."""
+"""configs/*.yaml: each validates and dry-runs with the jobs its experiments need."""
 
 import importlib.util
 
@@ -11,7 +11,7 @@ from layerprobe.config import validate
 from conftest import REPO, SCHEMA
 from test_workflow import planned_jobs, planned_resources, snakemake
 
-CONFIGS = sorted((REPO / "configs").glob("paper-*.yaml"))
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
 def load(name: str) -> dict:
@@ -32,6 +32,8 @@ def test_every_config_is_covered():
         "paper-lm1b.yaml",
         "paper-mnist.yaml",
         "paper-vit.yaml",
+        "pythia-160m.yaml",
+        "pythia-suite.yaml",
     ]
 
 
@@ -149,3 +151,37 @@ def test_on_slurm_each_cifar10_shard_is_its_own_gpu_job(tmp_path):
     assert jobs["probe_shard"] == sum(per_run.values()) and min(per_run.values()) >= 4
     assert per_run["resnet50-s0"] > per_run["vgg11-s0"]  # the costlier net, in more shards
     assert resources["probe_shard"]["gpu"] == "1" and resources["merge_shards"].get("gpu", "0") == "0"
+
+
+def test_pythia_160m_config_fetches_its_revisions_and_probes_every_layer(tmp_path):
+    config = validate(load("pythia-160m.yaml"), SCHEMA)
+    (run,) = config["runs"]
+    steps = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 143000]
+    assert run["released"]["repo"] == "EleutherAI/pythia-160m" and run["released"]["revisions"] == [
+        f"step{s}" for s in steps
+    ]
+    assert all(config["probes"][k]["enabled"] for k in ("reinit", "rerandomize", "interpolate", "joint"))
+    assert config["datasets"]["wikitext103"]["tokenizer"] == {"repo": "EleutherAI/pythia-160m", "revision": "step143000"}
+    jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
+    # 19 revisions fetched once each (the tokenizer's is one of them), WikiText's archive, no training
+    assert {k: jobs.get(k) for k in ("fetch_revision", "download", "data", "released", "probe", "train")} == {
+        "fetch_revision": 19,
+        "download": 1,
+        "data": 1,
+        "released": 1,
+        "probe": 1,
+        "train": None,
+    }
+
+
+def test_pythia_suite_config_is_a_sweep_over_model_size(tmp_path):
+    from layerprobe.config import sweeps
+
+    config = validate(load("pythia-suite.yaml"), SCHEMA)
+    sizes = {r["name"]: sweeps.axis_value(r["released"]["repo"]) for r in config["runs"]}
+    assert sizes == {"pythia-70m": 7e7, "pythia-160m": 1.6e8, "pythia-410m": 4.1e8, "pythia-1b": 1e9, "pythia-1.4b": 1.4e9}
+    assert len({tuple(r["released"]["revisions"]) for r in config["runs"]}) == 1  # the same steps for every size
+    jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
+    n, revisions = len(config["runs"]), len(config["runs"][0]["released"]["revisions"])
+    assert (jobs["fetch_revision"], jobs["released"], jobs["probe"]) == (n * revisions, n, n)
+    assert (jobs["sweep_categories_figure"], jobs["sweep_robustness_figure"]) == (1, 1)  # the test split only

@@ -256,3 +256,18 @@ def test_bad_folders_are_named(tmp_path):
         pretrained.load_config(tmp_path / "bert")
     with pytest.raises(ValueError, match="units 'blocks'"):
         pretrained.build(config, "blocks")
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("units", ["layers", "sublayers"])
+def test_the_workflow_plans_the_units_the_model_has(name, units):
+    """config.shapes.released reads the units from config.json alone (the workflow checks unit names and
+    plans shards with them before any torch runs): the same names, in order, as the built model's."""
+    from layerprobe.config import shapes
+
+    config = CONFIGS[name]
+    shape = (3, 8, 8) if name == "vit" else (LENGTH,)
+    planned = shapes.released(config.to_dict(), units, shape)
+    assert [u.name for u in planned] == [u.name for u in inventory(pretrained.build(config, units))]
+    assert [u.name for u in planned] == pretrained.unit_names(config, units)
+    assert all(u.macs >= 0 for u in planned) and planned[-1].macs > 0
