@@ -40,7 +40,9 @@ def run_columns(run: dict) -> dict:
     return {"run": run["name"], "dataset": run["dataset"], "model": model, "seed": run["seed"]}
 
 
-def load_run(run: dict, manifest_path: str, data: Dataset) -> tuple[Callable[[], nn.Module], dict[int, State], int, str | dict | None]:
+def load_run(
+    run: dict, manifest_path: str, data: Dataset
+) -> tuple[Callable[[], nn.Module], dict[int, State], int, str | dict | None]:
     """A run's model factory, its checkpoints {τ: state dict}, its classes and its unit rule (None: the
     model's own), from the manifest its rule wrote: trained here (the config's model) or released (the
     checkpoints' own architecture, the dataset's tokenizer checked against theirs first)."""
@@ -51,7 +53,9 @@ def load_run(run: dict, manifest_path: str, data: Dataset) -> tuple[Callable[[],
     own = released.tokenizer_fingerprint(manifest)
     if own is not None and data.tokenizer != own:  # another tokenizer's ids would be read as other words
         final = manifest["checkpoints"][-1]
-        made = "byte tokens" if data.tokenizer == "bytes" else f"tokens of a tokenizer with fingerprint {data.tokenizer}"
+        made = (
+            "byte tokens" if data.tokenizer == "bytes" else f"tokens of a tokenizer with fingerprint {data.tokenizer}"
+        )
         raise inputs.InputError(
             f"run {run['name']!r}: dataset {data.name!r} holds {made}, but the checkpoints' tokenizer "
             f"({final['folder']}/tokenizer.json) has fingerprint {own}; tokenize the dataset with it "

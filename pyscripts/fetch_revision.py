@@ -17,8 +17,11 @@ warnings.simplefilter("always")
 w = snakemake.wildcards
 repo = f"{w.owner}/{w.name}"
 info = hub.fetch_revision(
-    repo, w.revision, Path(snakemake.output[0]).parent,
-    allow_pickle=snakemake.params.allow_pickle, endpoint=released.hub_endpoint(snakemake.config["runs"], repo),
+    repo,
+    w.revision,
+    Path(snakemake.output[0]).parent,
+    allow_pickle=snakemake.params.allow_pickle,
+    endpoint=released.hub_endpoint(snakemake.config["runs"], repo),
 )
 print(f"{repo}@{w.revision} (commit {info['commit']}): {len(info['files'])} files verified")
 for name, digest in info["files"].items():

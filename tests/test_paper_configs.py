@@ -161,7 +161,10 @@ def test_pythia_160m_config_fetches_its_revisions_and_probes_every_layer(tmp_pat
         f"step{s}" for s in steps
     ]
     assert all(config["probes"][k]["enabled"] for k in ("reinit", "rerandomize", "interpolate", "joint"))
-    assert config["datasets"]["wikitext103"]["tokenizer"] == {"repo": "EleutherAI/pythia-160m", "revision": "step143000"}
+    assert config["datasets"]["wikitext103"]["tokenizer"] == {
+        "repo": "EleutherAI/pythia-160m",
+        "revision": "step143000",
+    }
     jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
     # 19 revisions fetched once each (the tokenizer's is one of them), WikiText's archive, no training
     assert {k: jobs.get(k) for k in ("fetch_revision", "download", "data", "released", "probe", "train")} == {
@@ -179,7 +182,13 @@ def test_pythia_suite_config_is_a_sweep_over_model_size(tmp_path):
 
     config = validate(load("pythia-suite.yaml"), SCHEMA)
     sizes = {r["name"]: sweeps.axis_value(r["released"]["repo"]) for r in config["runs"]}
-    assert sizes == {"pythia-70m": 7e7, "pythia-160m": 1.6e8, "pythia-410m": 4.1e8, "pythia-1b": 1e9, "pythia-1.4b": 1.4e9}
+    assert sizes == {
+        "pythia-70m": 7e7,
+        "pythia-160m": 1.6e8,
+        "pythia-410m": 4.1e8,
+        "pythia-1b": 1e9,
+        "pythia-1.4b": 1.4e9,
+    }
     assert len({tuple(r["released"]["revisions"]) for r in config["runs"]}) == 1  # the same steps for every size
     jobs = planned_jobs(snakemake(tmp_path, config, "-n"))
     n, revisions = len(config["runs"]), len(config["runs"][0]["released"]["revisions"])

@@ -17,6 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("huggingface_hub")
 
 import fakesuite  # noqa: E402
+
 from fakehub import serve  # noqa: E402
 from test_workflow import planned_jobs, snakemake  # noqa: E402
 
@@ -176,7 +177,9 @@ def test_a_file_changed_after_the_fetch_is_named(tmp_path, workflow, hub):
     shutil.copytree(workflow, copy_, ignore=shutil.ignore_patterns(".snakemake"))
     weights = copy_ / f"data/hub/{REPO}/step4/model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-7])
-    result = snakemake(copy_, config(hub.endpoint), "--cores", "1", "--forcerun", "probe", "results/runs/neox/probes/robustness.csv")
+    result = snakemake(
+        copy_, config(hub.endpoint), "--cores", "1", "--forcerun", "probe", "results/runs/neox/probes/robustness.csv"
+    )
     assert result.returncode != 0
     log = (copy_ / "logs/probe/neox.log").read_text()
     assert "model.safetensors: file of revision 'step4' differs from the SHA-256 it was fetched with" in log

@@ -161,7 +161,10 @@ def text_run(model, **dataset):
             r"runs\[0\].model.context: the model's context of 32 tokens is shorter .* datasets.pydoc.sequence_length",
         ),
         (text_run({"name": "vit"}), r"runs\[0\].model.name: vit reads images; dataset 'pydoc' holds token sequences"),
-        (text_run({"name": "transformer_lm"}, num_classes=512), r"datasets.pydoc.num_classes: 512, but the byte tokenizer.s vocabulary is 256"),
+        (
+            text_run({"name": "transformer_lm"}, num_classes=512),
+            r"datasets.pydoc.num_classes: 512, but the byte tokenizer.s vocabulary is 256",
+        ),
         (text_run({"name": "transformer_lm"}, tokenizer="sentencepiece"), r"datasets.pydoc.tokenizer"),
         (
             {"runs": [{"name": "r", "dataset": "digits", "model": {"name": "vit", "patch": 3}, "checkpoints": [1]}]},

@@ -33,7 +33,11 @@ def declarations(user: dict | None) -> dict[str, dict]:
         else:
             out[name] = copy.deepcopy(entry)
     for entry in out.values():  # the byte tokenizer's vocabulary goes without saying
-        if isinstance(entry, dict) and entry.get("format") in TEXT_FORMATS and entry.get("tokenizer", "bytes") == "bytes":
+        if (
+            isinstance(entry, dict)
+            and entry.get("format") in TEXT_FORMATS
+            and entry.get("tokenizer", "bytes") == "bytes"
+        ):
             entry.setdefault("num_classes", BYTE_VOCABULARY)
             if entry["num_classes"] is None:
                 entry["num_classes"] = BYTE_VOCABULARY

@@ -185,7 +185,9 @@ def released(hf_config: dict, units: str, input_shape: tuple[int, ...]) -> list[
     attention = tokens * (2 * width * width + 2 * width * kv_width) + tokens * tokens * width  # projections, QKᵀ and AV
     mlp = tokens * (3 if gated else 2) * width * hidden
     if units == "sublayers":
-        blocks = [(f"layer{i}.{part}", macs) for i in range(layers) for part, macs in (("attn", attention), ("mlp", mlp))]
+        blocks = [
+            (f"layer{i}.{part}", macs) for i in range(layers) for part, macs in (("attn", attention), ("mlp", mlp))
+        ]
     else:
         blocks = [(f"layer{i}", attention + mlp) for i in range(layers)]
     norm = [] if get("model_type") == "olmo" else [("final_norm", 0)]  # OLMo's LayerNorm has no parameters

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import importlib
 
-from layerprobe.config import checkpoint_epochs
+from layerprobe.config import checkpoint_epochs, released
 from layerprobe.config import datasets as declared
 from layerprobe.config.schema import load_schema, probe_kinds
-from layerprobe.config import released
 from layerprobe.config.shapes import released as released_shapes
 from layerprobe.config.shapes import units as unit_shapes
 from layerprobe.kinds.base import Context, Figure, ProbeKind, Refine, Subset, Summary, Table
