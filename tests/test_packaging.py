@@ -21,8 +21,11 @@ def test_conda_env_matches_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = dict(requirement(r) for r in project["dependencies"])
     # ... and the workflow's own tools (the env runs rules, not Snakemake itself).
+    # ... and the hf extra (rules fetch revisions and probe released checkpoints in the env).
     wanted |= dict(
-        requirement(r) for r in project["optional-dependencies"]["workflow"] if not r.startswith("snakemake")
+        requirement(r)
+        for r in project["optional-dependencies"]["workflow"] + project["optional-dependencies"]["hf"]
+        if not r.startswith("snakemake")
     )
     env = yaml.safe_load((REPO / "envs" / "layerprobe.yaml").read_text())["dependencies"]
     conda = dict(requirement(d) for d in env if isinstance(d, str) and not d.startswith(("python", "pip")))
