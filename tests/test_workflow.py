@@ -421,7 +421,8 @@ def test_slurm_profile_dry_run_gives_training_and_probing_a_gpu(tmp_path):
 
 
 def test_aggregation_and_figures_are_local_rules(tmp_path):
-    """They run where Snakemake runs: a cluster run submits no batch job per table or figure."""
+    """They run where Snakemake runs: a cluster run submits no batch job per table or figure, and
+    downloads run where there is internet."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
@@ -439,7 +440,8 @@ def test_aggregation_and_figures_are_local_rules(tmp_path):
         for name in ("robustness", "distance", "interpolation", "criticality", "joint")
         + ("configuration_robustness", "sweep_categories", "sweep_robustness")
     }
-    assert {"download", "aggregate", *figures} == local
+    # fetch_revision downloads on the submit host; released only reads and hashes files
+    assert {"download", "fetch_revision", "released", "aggregate", *figures} == local
 
 
 def test_resources_change_reruns_nothing(workflow):
